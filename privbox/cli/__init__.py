@@ -1,0 +1,1 @@
+"""The ``privbox`` command line."""

@@ -1,0 +1,1 @@
+"""One module per ``privbox`` subcommand; each exposes ``register(subparsers)``."""

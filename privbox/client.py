@@ -1,0 +1,173 @@
+"""The victim side: compute what a federated client sends for a batch.
+
+``compute_update`` runs one forward/backward of the batch-mean cross-entropy at θ0 (FedSGD) in
+the chosen BN mode and returns the :class:`~privbox.update.ClientUpdate` (what leaves the client)
+and the :class:`~privbox.update.Secret` (the ground truth, for metrics only).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+
+from .nn import functional as PF
+from .nn.convert import trainable_parameters
+from .update import ClientUpdate, Secret, UpdateMeta
+
+BN_TYPES = (nn.BatchNorm1D, nn.BatchNorm2D, nn.BatchNorm3D, nn.BatchNorm)
+
+
+def normalize(images: Union[np.ndarray, paddle.Tensor], mean: Sequence[float], std: Sequence[float]) -> paddle.Tensor:
+    """Map images in [0, 1] (``[B, C, H, W]``) to model input space ``(x - mean) / std``."""
+    x = paddle.to_tensor(images, dtype="float32") if isinstance(images, np.ndarray) else images.astype("float32")
+    shape = [1, -1, 1, 1]
+    return (x - paddle.to_tensor(list(mean), dtype="float32").reshape(shape)) / paddle.to_tensor(list(std), dtype="float32").reshape(shape)
+
+
+def denormalize(x: Union[np.ndarray, paddle.Tensor], mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """Map model-space images back to [0, 1] pixel space and clamp (metrics use this)."""
+    arr = x.numpy() if isinstance(x, paddle.Tensor) else np.asarray(x)
+    out = arr * np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1) + np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def state_snapshot(model: nn.Layer) -> dict[str, np.ndarray]:
+    """A copy of the model's full state (parameters and BN running statistics) as NumPy arrays.
+
+    ``state_dict()`` aliases live tensors, so it is copied here (PADDLE.md §8).
+    """
+    return {k: np.array(v.numpy(), copy=True) for k, v in model.state_dict().items()}
+
+
+def bn_layers(model: nn.Layer) -> list[tuple[str, nn.Layer]]:
+    """BatchNorm layers of ``model`` by type (never by name)."""
+    return [(name, layer) for name, layer in model.named_sublayers() if isinstance(layer, BN_TYPES)]
+
+
+class BNStatsRecorder:
+    """Context manager recording each BN layer's input mean and biased variance over (N, H, W)."""
+
+    def __init__(self, model: nn.Layer) -> None:
+        self.model = model
+        self.stats: dict[str, np.ndarray] = {}
+        self._handles = []
+
+    def __enter__(self) -> "BNStatsRecorder":
+        for name, layer in bn_layers(self.model):
+            def hook(lay, inputs, output, _name=name):
+                a = inputs[0].detach()
+                axes = [0] + list(range(2, a.ndim))
+                mean = a.mean(axis=axes)
+                var = (a * a).mean(axis=axes) - mean * mean
+                self.stats[f"{_name}.mean"] = mean.numpy().astype(np.float32)
+                self.stats[f"{_name}.var"] = var.numpy().astype(np.float32)
+
+            self._handles.append(layer.register_forward_post_hook(hook))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+def compute_update(
+    model: nn.Layer,
+    images: np.ndarray,
+    labels: np.ndarray,
+    mean: Optional[Sequence[float]] = None,
+    std: Optional[Sequence[float]] = None,
+    num_classes: Optional[int] = None,
+    bn_mode: str = "train",
+    model_id: str = "custom",
+    model_kwargs: Optional[dict] = None,
+    share_labels: bool = False,
+    share_bn_stats: bool = False,
+    include_global_state: bool = True,
+    names: Optional[Sequence[str]] = None,
+    seed: Optional[int] = None,
+) -> tuple[ClientUpdate, Secret]:
+    """Compute a client's FedSGD update (one gradient of the batch-mean CE at θ0).
+
+    Args:
+        model: the global model θ0 (left with its parameters unchanged; in train mode its BN
+            running statistics move, as a real client's do, and the move is reported as
+            ``buffer_delta``).
+        images: ``[B, C, H, W]`` float pixels in [0, 1].
+        labels: ``[B]`` integer classes.
+        mean, std: per-channel normalisation (defaults 0 and 1).
+        num_classes: classifier outputs (default: the model's output width).
+        bn_mode: ``"train"`` (batch statistics, as in training) or ``"eval"``.
+        model_id, model_kwargs: how an attacker rebuilds the architecture
+            (``privbox.nn.build_model``).
+        share_labels: grant the attacker the labels (the "labels known" threat model).
+        share_bn_stats: send each BN layer's batch statistics (the "exact BN" threat model).
+        include_global_state: attach θ0 (the attacker always has it in FL).
+        names: optional names of the images (kept in the secret).
+        seed: recorded in the metadata.
+
+    Returns:
+        ``(update, secret)``.
+    """
+    images = np.asarray(images, dtype=np.float32)
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if images.ndim != 4:
+        raise ValueError(f"images must be [B, C, H, W], got shape {images.shape}")
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
+    if images.min() < 0.0 or images.max() > 1.0:
+        raise ValueError("images must be pixels in [0, 1]; normalisation is given separately by mean/std")
+    if bn_mode not in ("train", "eval"):
+        raise ValueError(f"bn_mode must be 'train' or 'eval', got {bn_mode!r}")
+    channels = images.shape[1]
+    mean = list(mean) if mean is not None else [0.0] * channels
+    std = list(std) if std is not None else [1.0] * channels
+
+    before = state_snapshot(model)
+    model.train() if bn_mode == "train" else model.eval()
+    x = normalize(images, mean, std)
+    with BNStatsRecorder(model) as recorder:
+        logits = model(x)
+    if logits.ndim != 2:
+        raise ValueError(f"the model must return [B, num_classes] logits, got shape {list(logits.shape)}")
+    classes = int(num_classes or logits.shape[1])
+    if labels.max() >= classes or labels.min() < 0:
+        raise ValueError(f"labels must lie in [0, {classes}), got {labels.min()}..{labels.max()}")
+    loss = PF.cross_entropy(logits, paddle.to_tensor(labels))
+    named = trainable_parameters(model)
+    grads = paddle.grad(loss, [p for _, p in named])
+    tensors = {name: g.numpy().astype(np.float32) for (name, _), g in zip(named, grads)}
+    for name, value in tensors.items():
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"the gradient of {name} is not finite; check the model and inputs")
+    after = state_snapshot(model)
+    buffer_delta = {k: after[k] - before[k] for k in before if k not in tensors and not np.array_equal(after[k], before[k])}
+
+    meta = UpdateMeta(
+        kind="gradient",
+        model_id=model_id,
+        model_kwargs=dict(model_kwargs or {}),
+        input_shape=list(images.shape[1:]),
+        mean=[float(m) for m in mean],
+        std=[float(s) for s in std],
+        num_classes=classes,
+        batch_size=int(images.shape[0]),
+        num_samples=int(images.shape[0]),
+        bn_mode=bn_mode,
+        labels_shared=share_labels,
+        loss="ce-mean",
+        seed=seed,
+    )
+    update = ClientUpdate(
+        tensors=tensors,
+        meta=meta,
+        global_state=before if include_global_state else None,
+        buffer_delta=buffer_delta or None,
+        bn_batch_stats=recorder.stats if (share_bn_stats and recorder.stats) else None,
+        labels=labels.copy() if share_labels else None,
+    )
+    secret = Secret(images=images, labels=labels, names=list(names or []))
+    return update, secret

@@ -1,0 +1,184 @@
+"""Reference victim models, all twice differentiable out of the box.
+
+- ``DLGLeNet``: the victim of DLG (Zhu et al., NeurIPS 2019): three 5x5 convolutions with 12
+  channels, padding 2, strides 2/2/1, sigmoid activations, one Linear layer, weights drawn from
+  U(-0.5, 0.5).
+- ``ConvNet``: a small conv-BN-ReLU network of the kind used by Inverting Gradients
+  (Geiping et al., NeurIPS 2020) for CIFAR experiments.
+- ``resnet18`` / ``resnet50`` with a CIFAR stem (3x3 conv, stride 1, no max-pool) or an ImageNet
+  stem (7x7 conv stride 2 + max-pool, whose kernel is configurable for the Label-based-Defense
+  "RA" scheme), built from ``paddle.vision`` residual blocks.
+- ``vgg11``: ``paddle.vision``'s VGG-11, converted.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import paddle
+import paddle.nn as nn
+from paddle.vision.models import vgg11 as _paddle_vgg11
+from paddle.vision.models.resnet import BasicBlock, BottleneckBlock
+
+from . import functional as PF
+from .convert import make_twice_differentiable
+from .layers import BatchNorm2D, MaxPool2D
+
+
+class DLGLeNet(nn.Layer):
+    """The LeNet variant attacked in DLG (Zhu et al., NeurIPS 2019).
+
+    Args:
+        num_classes: outputs of the final Linear layer.
+        in_channels: image channels.
+        image_size: square input side (32 gives a 768-wide Linear, 28 gives 588).
+        init_seed: when not None, re-draw every weight and bias from U(-0.5, 0.5) with this seed,
+            the initialisation the DLG paper uses (which makes the attack well conditioned).
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, image_size: int = 32, init_seed: Optional[int] = 0) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2D(in_channels, 12, 5, stride=2, padding=2),
+            nn.Sigmoid(),
+            nn.Conv2D(12, 12, 5, stride=2, padding=2),
+            nn.Sigmoid(),
+            nn.Conv2D(12, 12, 5, stride=1, padding=2),
+            nn.Sigmoid(),
+        )
+        side = math.ceil(math.ceil(image_size / 2) / 2)
+        self.fc = nn.Linear(12 * side * side, num_classes)
+        if init_seed is not None:
+            uniform_init_(self, -0.5, 0.5, seed=init_seed)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        return self.fc(PF.flatten(self.body(x)))
+
+
+def uniform_init_(model: nn.Layer, low: float, high: float, seed: int = 0) -> None:
+    """Re-draw every trainable parameter of ``model`` from U(low, high), seeded (in place)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for _, param in model.named_parameters():
+        if param.stop_gradient:
+            continue
+        param.set_value(rng.uniform(low, high, size=param.shape).astype("float32"))
+
+
+class ConvNet(nn.Layer):
+    """A small conv-BN-ReLU network (width ``w``): 3 stages with max-pool, global pooling, Linear."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 16) -> None:
+        super().__init__()
+
+        def block(cin: int, cout: int) -> list[nn.Layer]:
+            return [nn.Conv2D(cin, cout, 3, padding=1), BatchNorm2D(cout), nn.ReLU()]
+
+        self.features = nn.Sequential(
+            *block(in_channels, width),
+            *block(width, 2 * width),
+            MaxPool2D(2),
+            *block(2 * width, 4 * width),
+            MaxPool2D(2),
+            *block(4 * width, 4 * width),
+            nn.AdaptiveAvgPool2D(1),
+        )
+        self.fc = nn.Linear(4 * width, num_classes)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        return self.fc(PF.flatten(self.features(x)))
+
+
+class ResNet(nn.Layer):
+    """ResNet built from ``paddle.vision`` blocks with a CIFAR or ImageNet stem.
+
+    Args:
+        block: ``BasicBlock`` (ResNet-18/34) or ``BottleneckBlock`` (ResNet-50+).
+        layers: blocks per stage.
+        num_classes: outputs.
+        stem: ``"cifar"`` (3x3 conv, stride 1, no pool) or ``"imagenet"`` (7x7 stride 2 + max-pool).
+        maxpool_kernel: kernel of the ImageNet stem's max-pool (3 standard; 19 is the
+            Label-based-Defense "RA" scheme, stride 2 and padding 1 kept).
+        in_channels: image channels.
+    """
+
+    def __init__(
+        self,
+        block: type,
+        layers: list[int],
+        num_classes: int = 10,
+        stem: str = "cifar",
+        maxpool_kernel: int = 3,
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        if stem not in ("cifar", "imagenet"):
+            raise ValueError(f"stem must be 'cifar' or 'imagenet', got {stem!r}")
+        self.inplanes = 64
+        if stem == "cifar":
+            self.conv1 = nn.Conv2D(in_channels, 64, 3, stride=1, padding=1, bias_attr=False)
+            self.maxpool = nn.Identity()
+        else:
+            self.conv1 = nn.Conv2D(in_channels, 64, 7, stride=2, padding=3, bias_attr=False)
+            self.maxpool = MaxPool2D(maxpool_kernel, stride=2, padding=1)
+        self.bn1 = nn.BatchNorm2D(64)
+        self.relu = nn.ReLU()
+        self.layer1 = self._make_layer(block, 64, layers[0])
+        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2D(1)
+        self.fc = nn.Linear(512 * block.expansion, num_classes)
+
+    def _make_layer(self, block: type, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(
+                nn.Conv2D(self.inplanes, planes * block.expansion, 1, stride=stride, bias_attr=False),
+                nn.BatchNorm2D(planes * block.expansion),
+            )
+        stage = [block(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes * block.expansion
+        stage += [block(self.inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*stage)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(PF.flatten(self.avgpool(x)))
+
+
+def resnet18(num_classes: int = 10, stem: str = "cifar", maxpool_kernel: int = 3, in_channels: int = 3) -> ResNet:
+    """ResNet-18 (He et al., CVPR 2016), twice differentiable in train and eval mode."""
+    return make_twice_differentiable(ResNet(BasicBlock, [2, 2, 2, 2], num_classes, stem, maxpool_kernel, in_channels))
+
+
+def resnet50(num_classes: int = 10, stem: str = "cifar", maxpool_kernel: int = 3, in_channels: int = 3) -> ResNet:
+    """ResNet-50 (He et al., CVPR 2016), twice differentiable in train and eval mode."""
+    return make_twice_differentiable(ResNet(BottleneckBlock, [3, 4, 6, 3], num_classes, stem, maxpool_kernel, in_channels))
+
+
+def vgg11(num_classes: int = 10, batch_norm: bool = False) -> nn.Layer:
+    """``paddle.vision`` VGG-11 (Simonyan & Zisserman, 2015), converted to be twice differentiable.
+
+    Note: about 130M parameters (the 4096-wide classifier); one attack iteration takes seconds on CPU.
+    """
+    return make_twice_differentiable(_paddle_vgg11(num_classes=num_classes, batch_norm=batch_norm))
+
+
+MODEL_REGISTRY: dict[str, Callable[..., nn.Layer]] = {
+    "dlg_lenet": DLGLeNet,
+    "convnet": ConvNet,
+    "resnet18": resnet18,
+    "resnet50": resnet50,
+    "vgg11": vgg11,
+}
+
+
+def build_model(name: str, num_classes: int = 10, **kwargs) -> nn.Layer:
+    """Build a reference model by name (see ``MODEL_REGISTRY``), seeded by ``paddle.seed`` beforehand."""
+    if name not in MODEL_REGISTRY:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODEL_REGISTRY)}")
+    return MODEL_REGISTRY[name](num_classes=num_classes, **kwargs)

@@ -1,0 +1,398 @@
+"""The observation an attacker gets: :class:`ClientUpdate`, its :class:`ThreatModel`, and the
+ground truth kept apart in :class:`Secret`.
+
+A ``ClientUpdate`` holds tensors keyed by parameter *name* (never by position) plus metadata
+(model id, input shape, normalisation, number of classes, batch size, local steps, lr, loss, BN
+mode, defenses, labels only when the threat model grants them). It is saved as one
+``.safetensors`` file with JSON metadata; privbox never unpickles anything. See
+``shared/reference/ALGORITHMS.md`` §1 for the threat model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence, Union
+
+import numpy as np
+
+from ._version import __version__
+
+FORMAT_UPDATE = "privbox.ClientUpdate"
+FORMAT_SECRET = "privbox.Secret"
+FORMAT_VERSION = "1"
+
+PathLike = Union[str, os.PathLike]
+ArrayDict = dict[str, np.ndarray]
+
+
+class UpdateFileError(ValueError):
+    """A file is not a valid privbox safetensors file (pickle, truncated, NaN, wrong format)."""
+
+
+class ModelMismatchError(ValueError):
+    """The model given to an attack does not match the update's parameter names/shapes."""
+
+
+class MissingCapabilityError(ValueError):
+    """The update lacks something an attack's threat model needs."""
+
+
+@dataclass
+class UpdateMeta:
+    """Metadata of a client update (JSON-serialisable)."""
+
+    kind: str = "gradient"
+    model_id: str = "custom"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    input_shape: list[int] = field(default_factory=lambda: [3, 32, 32])
+    mean: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    std: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    num_classes: int = 10
+    batch_size: int = 1
+    num_samples: int = 1
+    local_steps: int = 1
+    local_epochs: int = 1
+    lr: Optional[float] = None
+    loss: str = "ce-mean"
+    bn_mode: str = "train"
+    labels_shared: bool = False
+    defenses: list[str] = field(default_factory=list)
+    round: int = 0
+    seed: Optional[int] = None
+    privbox_version: str = __version__
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("gradient", "weight_delta"):
+            raise ValueError(f"kind must be 'gradient' or 'weight_delta', got {self.kind!r}")
+        if self.bn_mode not in ("train", "eval"):
+            raise ValueError(f"bn_mode must be 'train' or 'eval', got {self.bn_mode!r}")
+        channels = int(self.input_shape[0])
+        if len(self.mean) != channels or len(self.std) != channels:
+            raise ValueError(
+                f"mean/std need one value per input channel ({channels}); got {len(self.mean)} and {len(self.std)}"
+            )
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"std values must be positive, got {self.std}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "UpdateMeta":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UpdateFileError(f"unknown metadata keys {unknown}; valid keys are {sorted(known)}")
+        return cls(**data)
+
+
+@dataclass
+class ClientUpdate:
+    """What one client sends in one round, as the attacker sees it.
+
+    Attributes:
+        tensors: the gradient (``kind='gradient'``) or weight delta (``'weight_delta'``) of each
+            trainable parameter, keyed by name.
+        meta: :class:`UpdateMeta`.
+        global_state: θ0 as sent by the server (parameters and BN running statistics).
+        buffer_delta: BN running-statistic deltas, when the whole state dict is shared.
+        bn_batch_stats: per BN layer, ``{"<layer>.mean": …, "<layer>.var": …}`` of the layer
+            input for the target batch (the strong "exact BN" threat model).
+        labels: ground-truth labels, only when the threat model grants them.
+    """
+
+    tensors: ArrayDict
+    meta: UpdateMeta
+    global_state: Optional[ArrayDict] = None
+    buffer_delta: Optional[ArrayDict] = None
+    bn_batch_stats: Optional[ArrayDict] = None
+    labels: Optional[np.ndarray] = None
+
+    # ------------------------------------------------------------------ views
+    @property
+    def kind(self) -> str:
+        return self.meta.kind
+
+    @property
+    def batch_size(self) -> int:
+        return self.meta.batch_size
+
+    @property
+    def num_classes(self) -> int:
+        return self.meta.num_classes
+
+    def names(self) -> list[str]:
+        """Parameter names in the update, in the order the client produced them."""
+        return list(self.tensors)
+
+    def gradients(self) -> ArrayDict:
+        """The update as a gradient: itself for FedSGD, ``-ΔW/(lr·K)`` for a FedAvg delta (§1.2)."""
+        if self.kind == "gradient":
+            return dict(self.tensors)
+        if not self.meta.lr:
+            raise MissingCapabilityError("converting a weight delta to a gradient needs the local lr in the metadata")
+        scale = -1.0 / (float(self.meta.lr) * max(int(self.meta.local_steps), 1))
+        return {k: v * scale for k, v in self.tensors.items()}
+
+    def threat_model(self) -> "ThreatModel":
+        """The capabilities this update grants an attacker."""
+        return ThreatModel.from_update(self)
+
+    # ------------------------------------------------------------ validation
+    def check_model(self, model) -> None:
+        """Raise :class:`ModelMismatchError` if ``model``'s trainable parameters differ from the update."""
+        expected = {k: tuple(v.shape) for k, v in self.tensors.items()}
+        actual = {name: tuple(p.shape) for name, p in model.named_parameters() if not p.stop_gradient}
+        missing = sorted(set(expected) - set(actual))
+        unexpected = sorted(set(actual) - set(expected))
+        wrong = sorted(k for k in set(expected) & set(actual) if expected[k] != actual[k])
+        if missing or unexpected or wrong:
+            parts = []
+            if missing:
+                parts.append(f"in the update but not the model: {missing[:5]}{' …' if len(missing) > 5 else ''}")
+            if unexpected:
+                parts.append(f"in the model but not the update: {unexpected[:5]}{' …' if len(unexpected) > 5 else ''}")
+            for k in wrong[:5]:
+                parts.append(f"{k}: update {expected[k]} vs model {actual[k]}")
+            raise ModelMismatchError(
+                f"the model does not match the update (model_id {self.meta.model_id!r}, "
+                f"kwargs {self.meta.model_kwargs}): " + "; ".join(parts)
+                + ". Build the model the client used, e.g. privbox.nn.build_model(update.meta.model_id, "
+                "num_classes=update.meta.num_classes, **update.meta.model_kwargs)."
+            )
+
+    def load_global_state(self, model) -> None:
+        """Copy θ0 (parameters and BN running statistics) into ``model``."""
+        if self.global_state is None:
+            raise MissingCapabilityError("this update carries no global_state (θ0); capture it with include_global_state=True")
+        self.check_model(model)
+        import paddle
+
+        state = model.state_dict()
+        missing = [k for k in state if k not in self.global_state]
+        if missing:
+            raise ModelMismatchError(f"global_state lacks model entries {missing[:5]}")
+        model.set_state_dict({k: paddle.to_tensor(self.global_state[k]) for k in state})
+
+    # -------------------------------------------------------------------- io
+    def save(self, path: PathLike) -> Path:
+        """Write the update to one ``.safetensors`` file atomically and return its path."""
+        tensors: ArrayDict = {f"update/{k}": v for k, v in self.tensors.items()}
+        for prefix, group in (("global", self.global_state), ("buffer_delta", self.buffer_delta), ("bn_stats", self.bn_batch_stats)):
+            if group:
+                tensors.update({f"{prefix}/{k}": v for k, v in group.items()})
+        if self.labels is not None:
+            tensors["labels"] = np.asarray(self.labels, dtype=np.int64)
+        return _write_safetensors(path, tensors, FORMAT_UPDATE, {"meta": asdict(self.meta), "order": list(self.tensors)})
+
+    @classmethod
+    def load(cls, path: PathLike) -> "ClientUpdate":
+        """Load and validate an update written by :meth:`save` (never unpickles)."""
+        tensors, header = _read_safetensors(path, FORMAT_UPDATE)
+        meta = UpdateMeta.from_dict(header["meta"])
+        groups: dict[str, ArrayDict] = {"update": {}, "global": {}, "buffer_delta": {}, "bn_stats": {}}
+        labels = None
+        for key, value in tensors.items():
+            if key == "labels":
+                labels = value
+                continue
+            prefix, _, name = key.partition("/")
+            if prefix not in groups or not name:
+                raise UpdateFileError(f"{path}: unexpected tensor key {key!r} in a ClientUpdate file")
+            groups[prefix][name] = value
+        order = [k for k in header.get("order", []) if k in groups["update"]]
+        ordered = {k: groups["update"][k] for k in order}
+        ordered.update({k: v for k, v in groups["update"].items() if k not in ordered})
+        if not ordered:
+            raise UpdateFileError(f"{path}: the file holds no update tensors")
+        return cls(
+            tensors=ordered,
+            meta=meta,
+            global_state=groups["global"] or None,
+            buffer_delta=groups["buffer_delta"] or None,
+            bn_batch_stats=groups["bn_stats"] or None,
+            labels=labels,
+        )
+
+
+@dataclass
+class Secret:
+    """The ground truth of a captured batch, kept apart from the update (metrics only).
+
+    ``images`` are in [0, 1] (not normalised), ``[B, C, H, W]``; ``labels`` ``[B]``.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    names: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.images = np.asarray(self.images, dtype=np.float32)
+        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
+        if self.images.ndim != 4:
+            raise ValueError(f"Secret images must be [B, C, H, W], got shape {self.images.shape}")
+        if self.images.shape[0] != self.labels.shape[0]:
+            raise ValueError(f"{self.images.shape[0]} images but {self.labels.shape[0]} labels")
+
+    def save(self, path: PathLike) -> Path:
+        """Write the secret to its own ``.safetensors`` file atomically."""
+        return _write_safetensors(path, {"images": self.images, "labels": self.labels}, FORMAT_SECRET, {"names": self.names})
+
+    @classmethod
+    def load(cls, path: PathLike) -> "Secret":
+        tensors, header = _read_safetensors(path, FORMAT_SECRET)
+        if set(tensors) != {"images", "labels"}:
+            raise UpdateFileError(f"{path}: a Secret file holds 'images' and 'labels', found {sorted(tensors)}")
+        return cls(images=tensors["images"], labels=tensors["labels"], names=list(header.get("names", [])))
+
+
+# ---------------------------------------------------------------------- threat model
+CAPABILITIES = (
+    "has_gradients",
+    "has_weight_delta",
+    "has_global_state",
+    "has_bn_batch_stats",
+    "has_bn_running_delta",
+    "has_local_hparams",
+    "has_labels",
+    "has_surrogate_data",
+    "has_prior_image",
+)
+
+_HOW_TO_GET = {
+    "has_gradients": "capture a single-step gradient (kind='gradient')",
+    "has_weight_delta": "capture a FedAvg weight delta (kind='weight_delta')",
+    "has_global_state": "capture with include_global_state=True",
+    "has_bn_batch_stats": "capture with share_bn_stats=True (the strong 'exact BN' threat model)",
+    "has_bn_running_delta": "capture a train-mode BN model so the running-statistic deltas are sent",
+    "has_local_hparams": "record the local lr, steps and epochs in the update metadata",
+    "has_labels": "capture with share_labels=True, or use a label-recovery strategy",
+    "has_surrogate_data": "give the attack the attacker's own data",
+    "has_prior_image": "give the attack a prior image",
+}
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """What an attacker may use (ALGORITHMS.md §1.5). Each flag is one capability."""
+
+    has_gradients: bool = False
+    has_weight_delta: bool = False
+    has_global_state: bool = False
+    has_bn_batch_stats: bool = False
+    has_bn_running_delta: bool = False
+    has_local_hparams: bool = False
+    has_labels: bool = False
+    has_surrogate_data: bool = False
+    has_prior_image: bool = False
+
+    @classmethod
+    def from_update(cls, update: ClientUpdate, surrogate_data: bool = False, prior_image: bool = False) -> "ThreatModel":
+        meta = update.meta
+        return cls(
+            has_gradients=meta.kind == "gradient",
+            has_weight_delta=meta.kind == "weight_delta",
+            has_global_state=update.global_state is not None,
+            has_bn_batch_stats=bool(update.bn_batch_stats),
+            has_bn_running_delta=bool(update.buffer_delta),
+            has_local_hparams=meta.lr is not None,
+            has_labels=update.labels is not None,
+            has_surrogate_data=surrogate_data,
+            has_prior_image=prior_image,
+        )
+
+    def missing(self, required: Iterable[str]) -> list[str]:
+        """The capabilities in ``required`` this threat model lacks."""
+        required = list(required)
+        unknown = [r for r in required if r not in CAPABILITIES]
+        if unknown:
+            raise ValueError(f"unknown capabilities {unknown}; valid ones are {list(CAPABILITIES)}")
+        return [r for r in required if not getattr(self, r)]
+
+    def require(self, required: Iterable[str], who: str) -> None:
+        """Raise :class:`MissingCapabilityError` naming each missing capability and how to get it."""
+        missing = self.missing(required)
+        if missing:
+            hints = "; ".join(f"{m} ({_HOW_TO_GET[m]})" for m in missing)
+            raise MissingCapabilityError(f"{who} cannot run on this update: it needs {hints}")
+
+
+# ---------------------------------------------------------------------- safetensors io
+_PICKLE_PREFIXES = (b"\x80", b"PK\x03\x04", b"(dp", b"(lp", b"}q", b"cnumpy", b"ccopy_reg")
+
+
+def _write_safetensors(path: PathLike, tensors: ArrayDict, fmt: str, header: dict[str, Any]) -> Path:
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path}: privbox files end in .safetensors; choose a path like {path.with_suffix('.safetensors')}")
+    checked = {}
+    for key, value in tensors.items():
+        arr = np.ascontiguousarray(np.asarray(value))
+        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            raise UpdateFileError(f"refusing to save {key!r}: it contains NaN or Inf")
+        checked[key] = arr
+    metadata = {"format": fmt, "format_version": FORMAT_VERSION, "privbox": json.dumps(header)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(checked, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def sniff_safetensors(path: PathLike) -> None:
+    """Raise :class:`UpdateFileError` unless ``path`` starts like a safetensors file.
+
+    Recognises pickle and PyTorch zip checkpoints and refuses them without reading further.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    if any(head.startswith(p) for p in _PICKLE_PREFIXES):
+        raise UpdateFileError(
+            f"{path} looks like a pickle or PyTorch checkpoint. privbox never unpickles files, "
+            "because unpickling runs arbitrary code; re-export the tensors with "
+            "safetensors (e.g. ClientUpdate.save)."
+        )
+    if size < 9 or head[8:9] != b"{":
+        raise UpdateFileError(f"{path} is not a safetensors file (bad header); was it written by privbox?")
+    header_len = int.from_bytes(head[:8], "little")
+    if header_len + 8 > size:
+        raise UpdateFileError(f"{path} is truncated: its header says {header_len} bytes but the file has {size}")
+
+
+def _read_safetensors(path: PathLike, fmt: str) -> tuple[ArrayDict, dict[str, Any]]:
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+
+    sniff_safetensors(path)
+    try:
+        with safe_open(str(path), framework="np") as handle:
+            metadata = handle.metadata() or {}
+        tensors = load_file(str(path))
+    except Exception as exc:  # safetensors raises SafetensorError for truncated data
+        raise UpdateFileError(f"{path} is damaged or truncated: {exc}. Re-create it with privbox capture.") from exc
+    if metadata.get("format") != fmt:
+        raise UpdateFileError(f"{path} is a {metadata.get('format') or 'foreign safetensors'} file, expected {fmt}")
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise UpdateFileError(f"{path}: unsupported format version {metadata.get('format_version')!r}")
+    try:
+        header = json.loads(metadata.get("privbox", "{}"))
+    except json.JSONDecodeError as exc:
+        raise UpdateFileError(f"{path}: its metadata is not valid JSON ({exc})") from exc
+    for key, value in tensors.items():
+        if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            bad = int(np.size(value) - np.isfinite(value).sum())
+            raise UpdateFileError(f"{path}: tensor {key!r} has {bad} NaN/Inf values; the client update is corrupt")
+    return tensors, header
