@@ -144,7 +144,8 @@ class GradientInversion:
         """Return (labels or None for joint optimisation, how they were obtained, order)."""
         cfg = self.config
         if cfg.label_strategy == "joint":
-            return None, "joint", "sample"
+            # Dummy sample j is not tied to the client's sample j: the order is the attacker's.
+            return None, "joint", "unordered"
         if cfg.label_strategy == "given":
             return np.asarray(update.labels, dtype=np.int64), "given", "sample"
         from ..labels import recover_labels

@@ -23,7 +23,8 @@ class Reconstruction:
         pixels: the same de-normalised and clamped to [0, 1] (what metrics compare).
         labels: recovered labels ``[B]`` (for ``label_order == "unordered"`` a multiset).
         label_order: ``"sample"`` when labels/images follow the client's sample order (labels
-            given), ``"unordered"`` otherwise; it decides the honest matching for metrics.
+            given in order), ``"unordered"`` otherwise (joint or recovered labels); it decides
+            the honest matching for metrics.
         loss_trace: gradient loss per iteration.
         best_iteration / best_loss: the iterate returned, chosen by gradient loss.
         seed, iterations, wall_time: reproducibility and cost.
