@@ -4,7 +4,9 @@ from .config import AttackConfig, ConfigError
 from .dlg import DLG, IDLG
 from .engine import GradientInversion, IterationInfo
 from .objectives import OBJECTIVES
-from .presets import PRESETS, dlg, get_preset, idlg
+from .presets import PRESETS, dlg, e2egi, ga, get_preset, gradinversion, idlg, inverting_gradients
+from .regularizers import REGULARIZERS, recover_bn_statistics
+from .schedules import SCHEDULES
 from .reconstruction import Reconstruction
 
 __all__ = [
@@ -18,6 +20,13 @@ __all__ = [
     "PRESETS",
     "dlg",
     "idlg",
+    "inverting_gradients",
+    "gradinversion",
+    "e2egi",
+    "ga",
+    "REGULARIZERS",
+    "SCHEDULES",
+    "recover_bn_statistics",
     "get_preset",
     "Reconstruction",
 ]

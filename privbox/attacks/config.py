@@ -37,7 +37,17 @@ class AttackConfig:
         init: initial dummy images: ``"randn"`` N(0, I), ``"rand"`` U(0, 1), ``"zeros"``.
         signed: use the sign of the image gradient (Inverting Gradients' signed Adam).
         boxed: clamp images to the valid pixel range after every step.
+        gradient_weight: w_g, the weight of the gradient distance in the total loss.
+        regularizers: ``{name: weight}`` or ``{name: {"weight": w, **options}}`` from
+            ``privbox.attacks.regularizers.REGULARIZERS`` (``tv``, ``tv4``, ``image_norm``,
+            ``bn``, ``group``).
+        schedule / schedule_params: lr schedule from ``privbox.attacks.schedules.SCHEDULES``.
+        noise: κ; after each step x̂ += κ·lr_{t+1}·N(0, I) (E2EGI's 0.2).
+        return_best: return the iterate with the lowest gradient loss (E2EGI
+            ``--min-grads-loss``); otherwise the last iterate.
         early_stop_loss: stop once the gradient loss falls below this value (0 disables).
+        early_stop_tv: stop once the TV of the best iterate falls below this value
+            (the Label-based-Defense attack's 0.28; 0 disables).
         nan_lr_decay: on a NaN loss, restore the best iterate and multiply the lr by this.
         max_nan_restores: give up after this many NaN recoveries.
         restarts: independent trials (seeds ``seed``, ``seed+1``, …); the lowest final gradient
@@ -62,7 +72,14 @@ class AttackConfig:
     init: str = "randn"
     signed: bool = False
     boxed: bool = False
+    gradient_weight: float = 1.0
+    regularizers: dict[str, Any] = field(default_factory=dict)
+    schedule: str = "constant"
+    schedule_params: dict[str, Any] = field(default_factory=dict)
+    noise: float = 0.0
+    return_best: bool = True
     early_stop_loss: float = 0.0
+    early_stop_tv: float = 0.0
     nan_lr_decay: float = 0.5
     max_nan_restores: int = 10
     restarts: int = 1
@@ -88,8 +105,16 @@ class AttackConfig:
             raise ConfigError(f"lr must be positive, got {self.lr}")
         if not 0 < self.nan_lr_decay <= 1:
             raise ConfigError(f"nan_lr_decay must be in (0, 1], got {self.nan_lr_decay}")
-        if self.snapshot_every < 0 or self.early_stop_loss < 0:
-            raise ConfigError("snapshot_every and early_stop_loss must be >= 0")
+        if self.snapshot_every < 0 or self.early_stop_loss < 0 or self.early_stop_tv < 0 or self.noise < 0:
+            raise ConfigError("snapshot_every, early_stop_loss, early_stop_tv and noise must be >= 0")
+        from .regularizers import REGULARIZERS
+        from .schedules import SCHEDULES
+
+        for name in self.regularizers:
+            if name not in REGULARIZERS:
+                raise ConfigError(f"unknown regularizer {name!r}; choose from {REGULARIZERS.names()}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"unknown lr schedule {self.schedule!r}; choose from {SCHEDULES.names()}")
         self.adam_betas = tuple(float(b) for b in self.adam_betas)  # type: ignore[assignment]
 
     def _choice(self, key: str, options: tuple[str, ...]) -> None:

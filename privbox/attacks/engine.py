@@ -1,10 +1,12 @@
 """One optimisation loop for every gradient-inversion attack (ALGORITHMS.md §4.1).
 
-DLG, iDLG and later presets (Inverting Gradients, GradInversion, E2EGI) are configurations of
-:class:`GradientInversion`: an objective from the registry, an optimiser (L-BFGS or Adam, with
-the signed-gradient and box options), a label strategy, best-iterate tracking by gradient loss,
-a NaN guard that restores the best iterate and lowers the lr, restarts, a tqdm bar and a
-snapshot callback. The attacker only ever sees the :class:`~privbox.update.ClientUpdate`.
+DLG, iDLG, Inverting Gradients, GradInversion, E2EGI and the GA attack are configurations of
+:class:`GradientInversion`: an objective, regularizers, a step rule (L-BFGS, or Adam with the
+signed-gradient option), an lr schedule, Langevin noise, a box constraint, a label strategy,
+best-iterate tracking by gradient loss, a NaN guard that restores the best iterate and lowers
+the lr, restarts, a tqdm bar, a snapshot callback and checkpoints from which an interrupted run
+resumes to the same result. The attacker only ever sees the
+:class:`~privbox.update.ClientUpdate`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from pathlib import Path
+from typing import Any, Callable, Optional
 
 import numpy as np
 import paddle
@@ -27,6 +30,9 @@ from .config import AttackConfig
 from .lbfgs import NumpyLBFGS
 from .objectives import OBJECTIVES
 from .reconstruction import Reconstruction
+from .regularizers import Regularizer, _total_variation, build_regularizers
+from .schedules import SCHEDULES
+from .state import TrialState, config_fingerprint
 
 
 @dataclass
@@ -38,20 +44,43 @@ class IterationInfo:
     best_loss: float
     images: np.ndarray  # current iterate, model space
     pixels: np.ndarray  # current iterate, [0, 1]
+    restart: int = 0
 
 
 SnapshotCallback = Callable[[IterationInfo], None]
 
 
-@dataclass
-class _Trial:
-    images: np.ndarray
-    label_logits: Optional[np.ndarray]
-    loss_trace: list[float]
-    best_iteration: int
-    best_loss: float
-    iterations: int
-    events: list[str]
+class _Adam:
+    """Adam (Kingma & Ba, 2015) on a list of tensors; the sign is taken before the moments when
+    ``signed`` (Inverting Gradients' "signed Adam")."""
+
+    def __init__(self, variables: list[paddle.Tensor], betas: tuple[float, float], signed: bool) -> None:
+        self.variables, self.betas, self.signed = variables, betas, signed
+        self.t = 0
+        self.m = [np.zeros(v.shape, dtype=np.float32) for v in variables]
+        self.v = [np.zeros(v.shape, dtype=np.float32) for v in variables]
+        self._m = [paddle.to_tensor(a) for a in self.m]
+        self._v = [paddle.to_tensor(a) for a in self.v]
+
+    def step(self, grads: list[paddle.Tensor], lr: float) -> None:
+        b1, b2 = self.betas
+        self.t += 1
+        c1, c2 = 1 - b1**self.t, 1 - b2**self.t
+        with paddle.no_grad():
+            for i, (var, grad) in enumerate(zip(self.variables, grads)):
+                if self.signed:
+                    grad = paddle.sign(grad)
+                self._m[i] = b1 * self._m[i] + (1 - b1) * grad
+                self._v[i] = b2 * self._v[i] + (1 - b2) * grad * grad
+                var.set_value(var - lr * (self._m[i] / c1) / (paddle.sqrt(self._v[i] / c2) + 1e-8))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kind": "adam", "t": self.t, "m": [m.numpy() for m in self._m], "v": [v.numpy() for v in self._v]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.t = int(state["t"])
+        self._m = [paddle.to_tensor(np.asarray(a, dtype=np.float32)) for a in state["m"]]
+        self._v = [paddle.to_tensor(np.asarray(a, dtype=np.float32)) for a in state["v"]]
 
 
 class GradientInversion:
@@ -59,12 +88,13 @@ class GradientInversion:
 
     Args:
         config: an :class:`AttackConfig` (see :mod:`privbox.attacks.presets`).
+        overrides: fields to change on ``config`` (or on the class's default preset).
 
     Use ``attack.run(model, update)``; the model is made twice differentiable in place and
     loaded with the update's θ0 when the update carries it.
     """
 
-    def __init__(self, config: Optional[AttackConfig] = None, **overrides) -> None:
+    def __init__(self, config: Optional[AttackConfig] = None, **overrides: Any) -> None:
         base = config if config is not None else self.default_config()
         self.config = base.replace(**overrides) if overrides else base
 
@@ -82,56 +112,98 @@ class GradientInversion:
             required.append("has_gradients")
         if self.config.label_strategy == "given":
             required.append("has_labels")
+        for reg in build_regularizers(self.config.regularizers):
+            required += [r for r in reg.requires if r not in required]
         return required
 
     # ------------------------------------------------------------------------- run
-    def run(
-        self,
-        model: nn.Layer,
-        update: ClientUpdate,
-        callback: Optional[SnapshotCallback] = None,
-    ) -> Reconstruction:
-        """Reconstruct the client's batch from ``update`` using ``model`` (the client's architecture)."""
-        cfg = self.config
-        update.threat_model().require(self.required_capabilities(update), f"attack {cfg.name!r}")
+    def prepare_model(self, model: nn.Layer, update: ClientUpdate) -> nn.Layer:
+        """Make ``model`` twice differentiable, check it against ``update``, load θ0, set the mode."""
+        update.threat_model().require(self.required_capabilities(update), f"attack {self.config.name!r}")
         model = make_twice_differentiable(model)
         update.check_model(model)
         if update.global_state is not None:
             update.load_global_state(model)
         model.train() if update.meta.bn_mode == "train" else model.eval()
+        return model
 
+    def run(
+        self,
+        model: nn.Layer,
+        update: ClientUpdate,
+        callback: Optional[SnapshotCallback] = None,
+        init_images: Optional[np.ndarray] = None,
+        labels: Optional[np.ndarray] = None,
+        context: Optional[dict] = None,
+        checkpoint_dir: Optional[str] = None,
+        checkpoint_every: int = 0,
+        resume: bool = False,
+    ) -> Reconstruction:
+        """Reconstruct the client's batch from ``update`` using ``model`` (the client's architecture).
+
+        Args:
+            model: the victim architecture (any ``paddle.nn.Layer``).
+            update: the observed client update.
+            callback: called every ``config.snapshot_every`` iterations with an
+                :class:`IterationInfo`.
+            init_images: start from these model-space images (prior image, MLCO seeds)
+                instead of ``config.init``.
+            labels: use these labels (overrides the label strategy; orchestrators use it).
+            context: shared dict for regularizers (e.g. ``group_consensus``).
+            checkpoint_dir: write resumable checkpoints here every ``checkpoint_every``
+                iterations and at the end of each restart.
+            resume: continue from the checkpoints in ``checkpoint_dir``.
+        """
+        cfg = self.config
+        model = self.prepare_model(model, update)
         named = trainable_parameters(model)
         params = [p for _, p in named]
         observed = update.gradients()
         target = [paddle.to_tensor(observed[name], dtype="float32") for name, _ in named]
-        labels, label_method, label_order = self._labels(update)
-
-        start = time.perf_counter()
-        best: Optional[_Trial] = None
-        for restart in range(cfg.restarts):
-            trial = self._trial(model, params, target, update, labels, cfg.seed + restart, callback)
-            if best is None or trial.best_loss < best.best_loss:
-                best = trial
-        wall = time.perf_counter() - start
-        model.clear_gradients()
-        assert best is not None
-
-        if labels is None:
-            final_labels = best.label_logits.argmax(axis=1).astype(np.int64)
-            label_method = "joint (argmax of optimised soft labels)"
+        if labels is not None:
+            labels = np.asarray(labels, dtype=np.int64)
+            label_method, label_order = "given by caller", "sample"
         else:
-            final_labels = labels
+            labels, label_method, label_order = self._labels(update)
+        context = context if context is not None else {}
+        regs = build_regularizers(cfg.regularizers)
+        for reg in regs:
+            reg.attach(model, update, context)
+        if resume and not checkpoint_dir:
+            raise ValueError("resume=True needs the checkpoint_dir of the interrupted run")
+        start = time.perf_counter()
+        best: Optional[TrialState] = None
+        try:
+            for restart in range(cfg.restarts):
+                ckpt = Path(checkpoint_dir) / f"state_restart{restart}.safetensors" if checkpoint_dir else None
+                trial = self._trial(
+                    model, params, target, update, labels, regs, cfg.seed + restart, restart,
+                    callback, init_images, ckpt, checkpoint_every, resume,
+                )
+                if best is None or trial.best_loss < best.best_loss:
+                    best = trial
+        finally:
+            for reg in regs:
+                reg.detach()
+            model.clear_gradients()
+        wall = time.perf_counter() - start
+        assert best is not None
+        images = best.best_x if cfg.return_best else best.x
+        if labels is None:
+            logits = best.best_y if cfg.return_best else best.y
+            labels = logits.argmax(axis=1).astype(np.int64)
+            label_method = "joint (argmax of optimised soft labels)"
         meta = update.meta
         return Reconstruction(
-            images=best.images,
-            pixels=denormalize(best.images, meta.mean, meta.std),
-            labels=final_labels,
+            images=images,
+            pixels=denormalize(images, meta.mean, meta.std),
+            labels=labels,
             label_order=label_order,
-            loss_trace=best.loss_trace,
+            loss_trace=best.trace,
             best_iteration=best.best_iteration,
             best_loss=best.best_loss,
             seed=cfg.seed,
-            iterations=best.iterations,
+            iterations=best.iteration,
             wall_time=wall,
             attack=cfg.name,
             config=cfg.to_dict(),
@@ -153,8 +225,11 @@ class GradientInversion:
         method = cfg.label_method
         if method == "auto":
             method = "idlg" if update.batch_size == 1 else "llg"
+        options = {}
+        if method == "ilrg":
+            raise MissingCapabilityError("iLRG needs the classifier weights; recover labels with privbox.labels.ilrg and pass labels=")
         try:
-            result = recover_labels(method, update.gradients(), update.batch_size, update.num_classes)
+            result = recover_labels(method, update.gradients(), update.batch_size, update.num_classes, **options)
         except ValueError as exc:
             raise MissingCapabilityError(f"label recovery with {method!r} failed: {exc}") from exc
         if result.labels.shape[0] != update.batch_size:
@@ -173,10 +248,27 @@ class GradientInversion:
             return rng.random(shape).astype(np.float32)
         return np.zeros(shape, dtype=np.float32)
 
-    def _box(self, update: ClientUpdate) -> tuple[paddle.Tensor, paddle.Tensor]:
+    @staticmethod
+    def box_bounds(update: ClientUpdate) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel model-space bounds of valid pixels [(0−μ)/σ, (1−μ)/σ]."""
         mean = np.asarray(update.meta.mean, dtype=np.float32).reshape(1, -1, 1, 1)
         std = np.asarray(update.meta.std, dtype=np.float32).reshape(1, -1, 1, 1)
-        return paddle.to_tensor((0.0 - mean) / std), paddle.to_tensor((1.0 - mean) / std)
+        return (0.0 - mean) / std, (1.0 - mean) / std
+
+    def _new_optimizer(self, variables: list[paddle.Tensor], lr: float):
+        cfg = self.config
+        if cfg.optimizer == "adam":
+            return _Adam(variables, cfg.adam_betas, cfg.signed)
+        if cfg.lbfgs_line_search is None:
+            return NumpyLBFGS(_flatten(variables), lr=lr, max_iter=cfg.lbfgs_max_iter, history_size=cfg.lbfgs_history)
+        # Paddle's own L-BFGS provides the strong-Wolfe line search (slower bookkeeping).
+        return paddle.optimizer.LBFGS(
+            learning_rate=lr,
+            max_iter=cfg.lbfgs_max_iter,
+            history_size=cfg.lbfgs_history,
+            line_search_fn=cfg.lbfgs_line_search,
+            parameters=variables,
+        )
 
     def _trial(
         self,
@@ -185,180 +277,196 @@ class GradientInversion:
         target: list[paddle.Tensor],
         update: ClientUpdate,
         labels: Optional[np.ndarray],
+        regs: list[Regularizer],
         seed: int,
+        restart: int,
         callback: Optional[SnapshotCallback],
-    ) -> _Trial:
+        init_images: Optional[np.ndarray],
+        checkpoint: Optional[Path],
+        checkpoint_every: int,
+        resume: bool,
+    ) -> TrialState:
         cfg = self.config
         meta = update.meta
+        fingerprint = config_fingerprint(cfg.to_dict())
         rng = np.random.default_rng(seed)
         paddle.seed(seed)
         shape = (meta.batch_size, *meta.input_shape)
-        x = paddle.to_tensor(self._initial_images(rng, shape))
+        if init_images is not None:
+            x0 = np.asarray(init_images, dtype=np.float32).reshape(shape)
+        else:
+            x0 = self._initial_images(rng, shape)
+        y0 = None if labels is not None else rng.standard_normal((meta.batch_size, meta.num_classes)).astype(np.float32)
+        state = TrialState(
+            iteration=0, x=x0, y=y0, best_x=x0.copy(), best_y=None if y0 is None else y0.copy(),
+            best_loss=math.inf, best_iteration=0, trace=[], lr_scale=1.0, nan_restores=0, events=[],
+            rng_state=rng.bit_generator.state,
+        )
+        if resume and checkpoint is not None and checkpoint.exists():
+            state = TrialState.load(checkpoint, fingerprint, seed)
+            rng.bit_generator.state = state.rng_state
+            state.events.append(f"resumed at iteration {state.iteration}")
+        if state.finished and state.iteration >= cfg.iterations:
+            return state
+
+        x = paddle.to_tensor(state.x)
         x.stop_gradient = False
         variables = [x]
         y_var = None
         if labels is None:
-            y_var = paddle.to_tensor(rng.standard_normal((meta.batch_size, meta.num_classes)).astype(np.float32))
+            y_var = paddle.to_tensor(state.y)
             y_var.stop_gradient = False
             variables.append(y_var)
         y_fixed = paddle.to_tensor(labels) if labels is not None else None
         objective = OBJECTIVES.get(cfg.objective)
-        low, high = self._box(update) if cfg.boxed else (None, None)
+        schedule = SCHEDULES.get(cfg.schedule)
+        low, high = self.box_bounds(update)
+        low_t, high_t = paddle.to_tensor(low), paddle.to_tensor(high)
 
-        def gradient_loss() -> paddle.Tensor:
+        def losses() -> tuple[paddle.Tensor, paddle.Tensor]:
             logits = model(x)
             if y_var is not None:
                 loss = PF.cross_entropy(logits, y_var, soft_label=True, label_logits=True)
             else:
                 loss = PF.cross_entropy(logits, y_fixed)
             dummy = paddle.grad(loss, params, create_graph=True)
-            return objective(dummy, target, cfg.layer_weights)
+            distance = objective(dummy, target, cfg.layer_weights)
+            total = distance * cfg.gradient_weight if cfg.gradient_weight != 1.0 else distance
+            for reg in regs:
+                total = total + reg.weight * reg(x)
+            return total, distance
 
-        state = {"best_loss": math.inf, "best_x": x.numpy().copy(), "best_y": None, "best_it": 0}
-        if y_var is not None:
-            state["best_y"] = y_var.numpy().copy()
-
-        def track(value: float, iteration: int) -> None:
-            if value < state["best_loss"]:
-                state.update(best_loss=value, best_x=x.numpy().copy(), best_it=iteration)
+        def track(distance: float, iteration: int) -> None:
+            if distance < state.best_loss:
+                state.best_loss = distance
+                state.best_x = x.numpy().copy()
+                state.best_iteration = iteration
                 if y_var is not None:
-                    state["best_y"] = y_var.numpy().copy()
+                    state.best_y = y_var.numpy().copy()
 
-        lr = cfg.lr
-        trace: list[float] = []
-        events: list[str] = []
-        nan_restores = 0
-        optimizer = self._make_optimizer(variables, lr)
-        adam_state = None
-        bar = tqdm(total=cfg.iterations, desc=cfg.name, disable=not cfg.progress, leave=False)
-        iteration = 0
+        def lr_at(t: int) -> float:
+            return schedule(t, cfg.iterations, cfg.lr, **cfg.schedule_params) * state.lr_scale
+
+        optimizer = self._new_optimizer(variables, lr_at(state.iteration))
+        if state.optimizer:
+            optimizer.load_state_dict(state.optimizer)
+        bar = tqdm(total=cfg.iterations, initial=state.iteration, desc=cfg.name, disable=not cfg.progress, leave=False)
+
+        def save_checkpoint(finished: bool = False) -> None:
+            if checkpoint is None:
+                return
+            state.x = x.numpy().copy()
+            state.y = None if y_var is None else y_var.numpy().copy()
+            state.rng_state = rng.bit_generator.state
+            state.optimizer = optimizer.state_dict() if hasattr(optimizer, "state_dict") and not isinstance(optimizer, paddle.optimizer.Optimizer) else {}
+            state.finished = finished
+            state.save(checkpoint, fingerprint, seed)
+
         try:
-            while iteration < cfg.iterations:
-                if cfg.optimizer == "lbfgs" and cfg.lbfgs_line_search is None:
-                    step_losses: list[float] = []
-
-                    def closure(flat: np.ndarray) -> tuple[float, np.ndarray]:
-                        self._unflatten(flat, variables)
-                        loss = gradient_loss()
-                        value = float(loss)
-                        step_losses.append(value)
-                        if not math.isfinite(value):
-                            return value, np.zeros_like(flat)
-                        track(value, iteration)
-                        return value, self._flatten(paddle.grad(loss, variables))
-
-                    optimizer.step(closure)
-                    self._unflatten(optimizer.x, variables)
-                    value = step_losses[0] if step_losses else math.nan
-                    finite = all(math.isfinite(v) for v in step_losses) and bool(np.isfinite(optimizer.x).all())
-                elif cfg.optimizer == "lbfgs":
-                    step_losses = []
-
-                    def paddle_closure() -> paddle.Tensor:
-                        optimizer.clear_grad()
-                        loss = gradient_loss()
-                        loss.backward()
-                        value = float(loss)
-                        step_losses.append(value)
-                        if math.isfinite(value):
-                            track(value, iteration)
-                        return loss
-
-                    optimizer.step(paddle_closure)
-                    value = step_losses[0] if step_losses else math.nan
-                    finite = all(math.isfinite(v) for v in step_losses) and bool(paddle.isfinite(x).all())
-                else:
-                    loss = gradient_loss()
-                    value = float(loss)
-                    finite = math.isfinite(value)
-                    if finite:
-                        track(value, iteration)
-                        grads = paddle.grad(loss, variables)
-                        adam_state = self._adam_step(variables, grads, lr, adam_state)
+            while state.iteration < cfg.iterations:
+                t = state.iteration
+                lr = lr_at(t)
+                value, finite = self._step(optimizer, losses, track, variables, lr, t)
                 if not finite:
-                    nan_restores += 1
-                    lr *= cfg.nan_lr_decay
-                    events.append(f"iteration {iteration}: non-finite loss, restored best iterate, lr -> {lr:.3g}")
-                    x.set_value(state["best_x"])
+                    state.nan_restores += 1
+                    state.lr_scale *= cfg.nan_lr_decay
+                    state.events.append(
+                        f"iteration {t}: non-finite loss, restored best iterate, lr -> {lr_at(t):.3g}"
+                    )
+                    x.set_value(state.best_x)
                     if y_var is not None:
-                        y_var.set_value(state["best_y"])
-                    optimizer = self._make_optimizer(variables, lr)
-                    adam_state = None
-                    if nan_restores > cfg.max_nan_restores:
-                        events.append("stopped: too many non-finite losses")
+                        y_var.set_value(state.best_y)
+                    optimizer = self._new_optimizer(variables, lr_at(t))
+                    if state.nan_restores > cfg.max_nan_restores:
+                        state.events.append("stopped: too many non-finite losses")
                         break
                 else:
-                    trace.append(value)
-                if cfg.boxed:
-                    with paddle.no_grad():
-                        x.set_value(paddle.maximum(paddle.minimum(x, high), low))
-                iteration += 1
+                    state.trace.append(value)
+                with paddle.no_grad():
+                    if cfg.noise:
+                        noise = rng.standard_normal(shape).astype(np.float32)
+                        x.set_value(x + cfg.noise * lr_at(t + 1) * paddle.to_tensor(noise))
+                    if cfg.boxed:
+                        x.set_value(paddle.maximum(paddle.minimum(x, high_t), low_t))
+                if isinstance(optimizer, NumpyLBFGS) and (cfg.noise or cfg.boxed):
+                    optimizer.x = _flatten(variables)
+                state.iteration = t + 1
                 bar.update(1)
-                bar.set_postfix(loss=f"{state['best_loss']:.3g}", refresh=False)
-                if callback is not None and cfg.snapshot_every and iteration % cfg.snapshot_every == 0:
+                bar.set_postfix(loss=f"{state.best_loss:.3g}", refresh=False)
+                if callback is not None and cfg.snapshot_every and state.iteration % cfg.snapshot_every == 0:
                     current = x.numpy().copy()
-                    callback(IterationInfo(iteration, value, state["best_loss"], current, denormalize(current, meta.mean, meta.std)))
-                if cfg.early_stop_loss and state["best_loss"] < cfg.early_stop_loss:
-                    events.append(f"iteration {iteration}: early stop, gradient loss {state['best_loss']:.3g} < {cfg.early_stop_loss}")
+                    callback(IterationInfo(state.iteration, value, state.best_loss, current,
+                                           denormalize(current, meta.mean, meta.std), restart))
+                if checkpoint_every and state.iteration % checkpoint_every == 0 and state.iteration < cfg.iterations:
+                    save_checkpoint()
+                if cfg.early_stop_loss and state.best_loss < cfg.early_stop_loss:
+                    state.events.append(
+                        f"iteration {state.iteration}: early stop, gradient loss {state.best_loss:.3g} < {cfg.early_stop_loss}"
+                    )
+                    break
+                if cfg.early_stop_tv and float(_total_variation(paddle.to_tensor(state.best_x))) < cfg.early_stop_tv:
+                    state.events.append(f"iteration {state.iteration}: early stop, TV of the best iterate < {cfg.early_stop_tv}")
                     break
         finally:
             bar.close()
-        return _Trial(
-            images=state["best_x"],
-            label_logits=state["best_y"],
-            loss_trace=trace,
-            best_iteration=int(state["best_it"]),
-            best_loss=float(state["best_loss"]),
-            iterations=iteration,
-            events=events,
-        )
-
-    @staticmethod
-    def _flatten(tensors) -> np.ndarray:
-        return np.concatenate([t.numpy().reshape(-1) for t in tensors]).astype(np.float64)
-
-    @staticmethod
-    def _unflatten(flat: np.ndarray, variables: list[paddle.Tensor]) -> None:
-        offset = 0
-        for var in variables:
-            size = int(np.prod(var.shape))
-            var.set_value(flat[offset : offset + size].reshape(var.shape).astype(np.float32))
-            offset += size
-
-    def _make_optimizer(self, variables: list[paddle.Tensor], lr: float):
-        cfg = self.config
-        if cfg.optimizer == "lbfgs" and cfg.lbfgs_line_search is None:
-            return NumpyLBFGS(
-                self._flatten(variables),
-                lr=lr,
-                max_iter=cfg.lbfgs_max_iter,
-                history_size=cfg.lbfgs_history,
-            )
-        if cfg.optimizer == "lbfgs":
-            # Paddle's own L-BFGS provides the strong-Wolfe line search (slower bookkeeping).
-            return paddle.optimizer.LBFGS(
-                learning_rate=lr,
-                max_iter=cfg.lbfgs_max_iter,
-                history_size=cfg.lbfgs_history,
-                line_search_fn=cfg.lbfgs_line_search,
-                parameters=variables,
-            )
-        return None
-
-    def _adam_step(self, variables, grads, lr, state):
-        """Adam (Kingma & Ba 2015) with the sign applied before the moments when ``signed``."""
-        b1, b2 = self.config.adam_betas
-        if state is None:
-            state = {"t": 0, "m": [paddle.zeros_like(v) for v in variables], "v": [paddle.zeros_like(v) for v in variables]}
-        state["t"] += 1
-        t = state["t"]
-        with paddle.no_grad():
-            for i, (var, grad) in enumerate(zip(variables, grads)):
-                if self.config.signed:
-                    grad = paddle.sign(grad)
-                state["m"][i] = b1 * state["m"][i] + (1 - b1) * grad
-                state["v"][i] = b2 * state["v"][i] + (1 - b2) * grad * grad
-                m_hat = state["m"][i] / (1 - b1**t)
-                v_hat = state["v"][i] / (1 - b2**t)
-                var.set_value(var - lr * m_hat / (paddle.sqrt(v_hat) + 1e-8))
+        state.x = x.numpy().copy()
+        state.y = None if y_var is None else y_var.numpy().copy()
+        save_checkpoint(finished=True)
         return state
+
+    def _step(self, optimizer, losses, track, variables, lr: float, t: int) -> tuple[float, bool]:
+        """One iteration of the configured step rule; returns (gradient loss, all finite)."""
+        if isinstance(optimizer, _Adam):
+            total, distance = losses()
+            value = float(distance)
+            if not (math.isfinite(value) and math.isfinite(float(total))):
+                return value, False
+            track(value, t)
+            optimizer.step(paddle.grad(total, variables), lr)
+            return value, True
+        seen: list[float] = []
+        if isinstance(optimizer, NumpyLBFGS):
+            optimizer.lr = lr
+
+            def closure(flat: np.ndarray) -> tuple[float, np.ndarray]:
+                _unflatten(flat, variables)
+                total, distance = losses()
+                value = float(distance)
+                seen.append(value)
+                if not math.isfinite(float(total)):
+                    return math.nan, np.zeros_like(flat)
+                track(value, t)
+                return float(total), _flatten(paddle.grad(total, variables))
+
+            optimizer.step(closure)
+            _unflatten(optimizer.x, variables)
+            finite = bool(np.isfinite(optimizer.x).all())
+        else:
+            optimizer.set_lr(lr)
+
+            def paddle_closure() -> paddle.Tensor:
+                optimizer.clear_grad()
+                total, distance = losses()
+                total.backward()
+                value = float(distance)
+                seen.append(value)
+                if math.isfinite(value):
+                    track(value, t)
+                return total
+
+            optimizer.step(paddle_closure)
+            finite = all(bool(paddle.isfinite(v).all()) for v in variables)
+        value = seen[0] if seen else math.nan
+        return value, finite and all(math.isfinite(v) for v in seen)
+
+
+def _flatten(tensors) -> np.ndarray:
+    return np.concatenate([np.asarray(t.numpy() if hasattr(t, "numpy") else t).reshape(-1) for t in tensors]).astype(np.float64)
+
+
+def _unflatten(flat: np.ndarray, variables: list[paddle.Tensor]) -> None:
+    offset = 0
+    for var in variables:
+        size = int(np.prod(var.shape))
+        var.set_value(flat[offset : offset + size].reshape(var.shape).astype(np.float32))
+        offset += size

@@ -114,3 +114,34 @@ class NumpyLBFGS:
             if abs(loss - prev_loss) < self.tolerance_change:
                 break
         return orig_loss
+
+    def state_dict(self) -> dict:
+        """Everything :meth:`step` depends on, as arrays and scalars (for checkpoints)."""
+        state = {
+            "kind": "lbfgs",
+            "x": self.x.copy(),
+            "lr": self.lr,
+            "h_diag": self._h_diag,
+            "t": self._t,
+            "n_iter": self._n_iter,
+            "dirs": [d.copy() for d in self._dirs],
+            "steps": [s.copy() for s in self._steps],
+            "rho": np.asarray(self._rho, dtype=np.float64),
+        }
+        if self._d is not None:
+            state["d"] = self._d.copy()
+            state["prev_grad"] = self._prev_grad.copy()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a state from :meth:`state_dict`."""
+        self.x = np.asarray(state["x"], dtype=np.float64).copy()
+        self.lr = float(state["lr"])
+        self._h_diag = float(state["h_diag"])
+        self._t = float(state["t"])
+        self._n_iter = int(state["n_iter"])
+        self._dirs = [np.asarray(d, dtype=np.float64) for d in state.get("dirs", [])]
+        self._steps = [np.asarray(s, dtype=np.float64) for s in state.get("steps", [])]
+        self._rho = [float(r) for r in np.asarray(state.get("rho", []), dtype=np.float64).reshape(-1)]
+        self._d = np.asarray(state["d"], dtype=np.float64) if "d" in state else None
+        self._prev_grad = np.asarray(state["prev_grad"], dtype=np.float64) if "prev_grad" in state else None

@@ -50,3 +50,104 @@ def get_preset(name: str, **overrides: Any) -> AttackConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown attack preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name](**overrides)
+
+
+def inverting_gradients(**overrides: Any) -> AttackConfig:
+    """Inverting Gradients (Geiping et al., NeurIPS 2020), inversefed's "ours" settings.
+
+    Global cosine distance + α_TV·TV (1e-4); signed Adam lr 0.1 with ×0.1 steps at 3/8, 5/8 and
+    7/8 of T = 24 000; box constraint; N(0, I) init; one restart. Labels: recovered from the
+    update (iDLG at B = 1, LLG above) unless ``label_strategy="given"``.
+    """
+    base = AttackConfig(
+        name="inverting_gradients",
+        objective="cosine",
+        optimizer="adam",
+        lr=0.1,
+        iterations=24000,
+        schedule="step_ig",
+        regularizers={"tv": 1e-4},
+        signed=True,
+        boxed=True,
+        label_strategy="recover",
+        label_method="auto",
+    )
+    return base.replace(**overrides)
+
+
+def gradinversion(**overrides: Any) -> AttackConfig:
+    """GradInversion-style attack (Yin et al., CVPR 2021; breaching's See-Through-Gradients config).
+
+    w_g·Σ‖ĝ − g‖² with w_g 1e-4, BN-statistics matching α_BN 0.1 against θ0's running
+    statistics, TV 1e-4, image L2 1e-6, Langevin noise κ 0.01, Adam lr 0.1 with cosine decay,
+    20 000 iterations, labels by Yin's row-min. The group-consistency term (S = 4 seeds,
+    α_G 0.01, mean consensus) is added by :func:`privbox.attacks.group.run_group_consistency`.
+    """
+    base = AttackConfig(
+        name="gradinversion",
+        objective="l2",
+        gradient_weight=1e-4,
+        optimizer="adam",
+        lr=0.1,
+        iterations=20000,
+        schedule="cosine",
+        regularizers={"bn": {"weight": 0.1, "source": "running"}, "tv": 1e-4, "image_norm": 1e-6},
+        noise=0.01,
+        boxed=True,
+        label_strategy="recover",
+        label_method="yin",
+    )
+    return base.replace(**overrides)
+
+
+def e2egi(**overrides: Any) -> AttackConfig:
+    """E2EGI single-group attack (Li et al.; E2EGI README defaults for ResNet-50, B = 8).
+
+    Global cosine + TV 0.0114 + BN matching 0.0357 against exact batch statistics; signed Adam,
+    lr0 0.1046 with E2EGI's cosine (floor 1e-3, period T+10), noise κ 0.2·lr, box, T 24 000,
+    best iterate by gradient loss (``--min-grads-loss``); labels known. MLCO (8 seeds) is
+    :func:`privbox.attacks.mlco.run_mlco`.
+    """
+    base = AttackConfig(
+        name="e2egi",
+        objective="cosine",
+        optimizer="adam",
+        lr=0.1046,
+        iterations=24000,
+        schedule="cosine_e2egi",
+        regularizers={"tv": 0.0114, "bn": {"weight": 0.0357, "source": "exact"}},
+        noise=0.2,
+        signed=True,
+        boxed=True,
+        return_best=True,
+        label_strategy="given",
+    )
+    return base.replace(**overrides)
+
+
+def ga(**overrides: Any) -> AttackConfig:
+    """The gradient attack (GA) of the Label-based-Defense study ("Label is the culprit").
+
+    E2EGI's update rule, always signed and boxed, lr 0.1, TV 0.1, no BN term, no noise,
+    15 000 iterations, LLG labels, early stop once the TV of the best iterate is below 0.28.
+    """
+    return e2egi(
+        name="ga",
+        lr=0.1,
+        iterations=15000,
+        regularizers={"tv": 0.1},
+        noise=0.0,
+        label_strategy="recover",
+        label_method="llg",
+        early_stop_tv=0.28,
+    ).replace(**overrides)
+
+
+PRESETS.update(
+    {
+        "inverting_gradients": inverting_gradients,
+        "gradinversion": gradinversion,
+        "e2egi": e2egi,
+        "ga": ga,
+    }
+)

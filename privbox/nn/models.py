@@ -102,6 +102,7 @@ class ResNet(nn.Layer):
         maxpool_kernel: kernel of the ImageNet stem's max-pool (3 standard; 19 is the
             Label-based-Defense "RA" scheme, stride 2 and padding 1 kept).
         in_channels: image channels.
+        width: channels of the first stage (64 standard; smaller values give fast CPU test models).
     """
 
     def __init__(
@@ -112,25 +113,28 @@ class ResNet(nn.Layer):
         stem: str = "cifar",
         maxpool_kernel: int = 3,
         in_channels: int = 3,
+        width: int = 64,
     ) -> None:
         super().__init__()
         if stem not in ("cifar", "imagenet"):
             raise ValueError(f"stem must be 'cifar' or 'imagenet', got {stem!r}")
-        self.inplanes = 64
+        if width < 1:
+            raise ValueError(f"width must be positive, got {width}")
+        self.inplanes = width
         if stem == "cifar":
-            self.conv1 = nn.Conv2D(in_channels, 64, 3, stride=1, padding=1, bias_attr=False)
+            self.conv1 = nn.Conv2D(in_channels, width, 3, stride=1, padding=1, bias_attr=False)
             self.maxpool = nn.Identity()
         else:
-            self.conv1 = nn.Conv2D(in_channels, 64, 7, stride=2, padding=3, bias_attr=False)
+            self.conv1 = nn.Conv2D(in_channels, width, 7, stride=2, padding=3, bias_attr=False)
             self.maxpool = MaxPool2D(maxpool_kernel, stride=2, padding=1)
-        self.bn1 = nn.BatchNorm2D(64)
+        self.bn1 = nn.BatchNorm2D(width)
         self.relu = nn.ReLU()
-        self.layer1 = self._make_layer(block, 64, layers[0])
-        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
-        self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
-        self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
+        self.layer1 = self._make_layer(block, width, layers[0])
+        self.layer2 = self._make_layer(block, 2 * width, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, 4 * width, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, 8 * width, layers[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool2D(1)
-        self.fc = nn.Linear(512 * block.expansion, num_classes)
+        self.fc = nn.Linear(8 * width * block.expansion, num_classes)
 
     def _make_layer(self, block: type, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
         downsample = None
@@ -150,14 +154,14 @@ class ResNet(nn.Layer):
         return self.fc(PF.flatten(self.avgpool(x)))
 
 
-def resnet18(num_classes: int = 10, stem: str = "cifar", maxpool_kernel: int = 3, in_channels: int = 3) -> ResNet:
+def resnet18(num_classes: int = 10, stem: str = "cifar", maxpool_kernel: int = 3, in_channels: int = 3, width: int = 64) -> ResNet:
     """ResNet-18 (He et al., CVPR 2016), twice differentiable in train and eval mode."""
-    return make_twice_differentiable(ResNet(BasicBlock, [2, 2, 2, 2], num_classes, stem, maxpool_kernel, in_channels))
+    return make_twice_differentiable(ResNet(BasicBlock, [2, 2, 2, 2], num_classes, stem, maxpool_kernel, in_channels, width))
 
 
-def resnet50(num_classes: int = 10, stem: str = "cifar", maxpool_kernel: int = 3, in_channels: int = 3) -> ResNet:
+def resnet50(num_classes: int = 10, stem: str = "cifar", maxpool_kernel: int = 3, in_channels: int = 3, width: int = 64) -> ResNet:
     """ResNet-50 (He et al., CVPR 2016), twice differentiable in train and eval mode."""
-    return make_twice_differentiable(ResNet(BottleneckBlock, [3, 4, 6, 3], num_classes, stem, maxpool_kernel, in_channels))
+    return make_twice_differentiable(ResNet(BottleneckBlock, [3, 4, 6, 3], num_classes, stem, maxpool_kernel, in_channels, width))
 
 
 def vgg11(num_classes: int = 10, batch_norm: bool = False) -> nn.Layer:
