@@ -27,6 +27,11 @@ _LAZY = {
     "IDLG": "privbox.attacks",
     "make_twice_differentiable": "privbox.nn",
     "check_double_grad": "privbox.nn",
+    "DGCMomentum": "privbox.defenses",
+    "DPSGD": "privbox.defenses",
+    "GaussianPrivacy": "privbox.defenses",
+    "RDPAccountant": "privbox.defenses",
+    "rank_analysis": "privbox.analysis",
 }
 
 __all__ = ["__version__", "PaddleMissingError", *_LAZY]

@@ -1,0 +1,63 @@
+"""Defenses against gradient leakage (ALGORITHMS.md §6).
+
+* training-time optimisers: :class:`DGCMomentum` (Deep Gradient Compression, Lin et al.,
+  ICLR 2018), :class:`DPSGD` / :class:`DPOptimizer` (Abadi et al., CCS 2016);
+* update transforms (applied to what a client sends): :class:`DGCCompressor`,
+  :class:`GaussianPrivacy`, :class:`TopKPruning`, :class:`BatchClipNoise`, :class:`Compose`,
+  all subclasses of :class:`UpdateDefense`;
+* privacy accounting: :class:`RDPAccountant`, :func:`get_noise_multiplier` (Mironov et al.
+  2019; Balle et al. 2020);
+* per-sample gradients and Poisson sampling for DP-SGD.
+"""
+
+from .accountant import (
+    DEFAULT_ALPHAS,
+    RDPAccountant,
+    compute_rdp,
+    gdp_epsilon,
+    gdp_mu,
+    get_noise_multiplier,
+    get_privacy_spent,
+    rdp_to_epsilon,
+)
+from .dgc import DGCCompressor, DGCMomentum, dgc_warmup_schedule
+from .dpsgd import DPOptimizer, DPSGD, PoissonBatchSampler, UniformBatchSampler
+from .per_sample import (
+    PerSampleGradients,
+    check_no_batchnorm,
+    freeze_batchnorm,
+    per_sample_gradients,
+    per_sample_gradients_microbatch,
+    supports_hooks,
+)
+from .transforms import BatchClipNoise, Compose, GaussianPrivacy, TopKPruning, UpdateDefense, batch_clip_noise
+
+__all__ = [
+    "DEFAULT_ALPHAS",
+    "RDPAccountant",
+    "compute_rdp",
+    "gdp_epsilon",
+    "gdp_mu",
+    "get_noise_multiplier",
+    "get_privacy_spent",
+    "rdp_to_epsilon",
+    "DGCCompressor",
+    "DGCMomentum",
+    "dgc_warmup_schedule",
+    "DPOptimizer",
+    "DPSGD",
+    "PoissonBatchSampler",
+    "UniformBatchSampler",
+    "PerSampleGradients",
+    "check_no_batchnorm",
+    "freeze_batchnorm",
+    "per_sample_gradients",
+    "per_sample_gradients_microbatch",
+    "supports_hooks",
+    "BatchClipNoise",
+    "Compose",
+    "GaussianPrivacy",
+    "TopKPruning",
+    "UpdateDefense",
+    "batch_clip_noise",
+]
