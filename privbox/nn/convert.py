@@ -32,9 +32,32 @@ _CLASS_SWAPS: dict[type, type] = {
 }
 
 
+_CHANNELS_FIRST = ("NCHW", "NCL", "NC")
+
+
+def _check_swappable(layer: nn.Layer) -> None:
+    """Refuse configurations the privbox replacement would compute wrongly (instead of silently)."""
+    data_format = getattr(layer, "_data_format", None)
+    if data_format is not None and data_format not in _CHANNELS_FIRST:
+        raise ValueError(
+            f"{type(layer).__name__} with data_format={data_format!r} is not supported by the converter; "
+            "use channels-first (NCHW) layers"
+        )
+    if isinstance(layer, nn.Conv2DTranspose):
+        dilation = [int(d) for d in layer._dilation]
+        if layer._groups != 1 or dilation != [1, 1] or getattr(layer, "_padding_algorithm", "EXPLICIT") != "EXPLICIT":
+            raise ValueError(
+                "Conv2DTranspose can only be made twice differentiable with groups=1, dilation=1 and "
+                f"explicit padding; got groups={layer._groups}, dilation={dilation}, "
+                f"padding={layer._padding!r}"
+            )
+
+
 def _replace_max_pool(layer: nn.MaxPool2D) -> nn.Layer:
     if getattr(layer, "ceil_mode", False):
         raise ValueError("MaxPool2D with ceil_mode=True cannot be made twice differentiable; use ceil_mode=False")
+    if getattr(layer, "return_mask", False) or getattr(layer, "data_format", "NCHW") != "NCHW":
+        raise ValueError("MaxPool2D with return_mask=True or a channels-last data_format is not supported by the converter")
     return PL.MaxPool2D(layer.ksize, layer.stride, layer.padding)
 
 
@@ -45,6 +68,10 @@ def _replace_flatten(layer: nn.Flatten) -> nn.Layer:
 
 
 def _replace_dropout(layer: nn.Layer) -> nn.Layer:
+    # privbox's Dropout is "upscale_in_train" on whole tensors; anything else would silently
+    # change the outputs (e.g. "downscale_in_infer" scales by 1-p in eval mode).
+    if getattr(layer, "mode", "upscale_in_train") != "upscale_in_train" or getattr(layer, "axis", None) is not None:
+        raise ValueError("only nn.Dropout(mode='upscale_in_train', axis=None) is supported by the converter")
     return PL.Dropout(layer.p)
 
 
@@ -102,6 +129,9 @@ def _wrap_forward(model: nn.Layer) -> None:
 def make_twice_differentiable(model: nn.Layer) -> nn.Layer:
     """Make ``model`` twice differentiable in place and return it.
 
+    (A bare parameter-free layer such as ``nn.MaxPool2D`` passed as ``model`` is returned as a
+    new privbox layer, so always use the return value.)
+
     Swaps BatchNorm (eval mode → affine), max-pool (gather based), ``nn.Flatten`` (reshape),
     dropout (Bernoulli mask), upsampling, transposed convolution, Group/LayerNorm, GELU and
     softmax for double-differentiable versions, and makes ``paddle.flatten`` calls inside the
@@ -110,21 +140,38 @@ def make_twice_differentiable(model: nn.Layer) -> nn.Layer:
     """
     if not isinstance(model, nn.Layer):
         raise TypeError(f"make_twice_differentiable expects a paddle.nn.Layer, got {type(model).__name__}")
+    if type(model) in _LAYER_REPLACEMENTS:
+        # A bare parameter-free layer (e.g. nn.MaxPool2D) cannot be fixed in place: return its
+        # replacement (use the return value, as with every call of this function).
+        new = _LAYER_REPLACEMENTS[type(model)](model)
+        new.training = model.training
+        return new
     # Collect first, replace after: replacing during the walk recurses (PADDLE.md §3).
     pending: list[tuple[nn.Layer, str, nn.Layer]] = []
     for _, parent in model.named_sublayers(include_self=True):
         for attr, child in parent.named_children():
             pending.append((parent, attr, child))
+    # Validate and build every replacement before mutating anything, so that a model the
+    # converter refuses (ValueError) is left exactly as it was.
+    swaps: list[tuple[nn.Layer, type]] = []
+    replacements: list[tuple[nn.Layer, str, nn.Layer]] = []
     for parent, attr, child in pending:
         swap = _CLASS_SWAPS.get(type(child))
         if swap is not None:
-            child.__class__ = swap
+            _check_swappable(child)
+            swaps.append((child, swap))
             continue
         replace = _LAYER_REPLACEMENTS.get(type(child))
         if replace is not None:
             new = replace(child)
             new.training = child.training
-            setattr(parent, attr, new)
+            replacements.append((parent, attr, new))
+    if type(model) in _CLASS_SWAPS:
+        _check_swappable(model)
+    for child, swap in swaps:
+        child.__class__ = swap
+    for parent, attr, new in replacements:
+        setattr(parent, attr, new)
     if type(model) in _CLASS_SWAPS:
         model.__class__ = _CLASS_SWAPS[type(model)]
     else:
@@ -170,16 +217,22 @@ def trainable_parameters(model: nn.Layer) -> list[tuple[str, paddle.Tensor]]:
     return [(name, p) for name, p in model.named_parameters() if not p.stop_gradient]
 
 
-def _double_grad_step(model: nn.Layer, x: paddle.Tensor) -> paddle.Tensor:
+def _double_grad_loss(model: nn.Layer, x: paddle.Tensor) -> tuple[paddle.Tensor, list[paddle.Tensor]]:
+    """The forward half of the probe: the training loss at ``x`` and the trainable parameters."""
+    params = [p for _, p in trainable_parameters(model)]
+    if not params:
+        raise ValueError("the model has no trainable parameters, so it has no gradient to match")
     out = model(x)
     if out.ndim == 2:
         labels = paddle.zeros([out.shape[0]], dtype="int64")
         loss = PF.cross_entropy(out, labels)
     else:
         loss = (out * out).mean()
-    params = [p for _, p in trainable_parameters(model)]
-    if not params:
-        raise ValueError("the model has no trainable parameters, so it has no gradient to match")
+    return loss, params
+
+
+def _double_grad_step(loss: paddle.Tensor, params: list[paddle.Tensor], x: paddle.Tensor) -> paddle.Tensor:
+    """The backward half: ``grad(sum ||grad(loss, params)||^2, x)``."""
     grads = paddle.grad(loss, params, create_graph=True, allow_unused=True)
     objective = sum(((g * g).sum() for g in grads if g is not None), paddle.zeros([]))
     return paddle.grad(objective, x)[0]
@@ -245,10 +298,13 @@ def check_double_grad(model: nn.Layer, input_shape: Sequence[int], seed: int = 0
     paddle.seed(seed)
     x = paddle.randn(input_shape)
     x.stop_gradient = False
+    # Forward errors (a wrong input shape, no trainable parameters) propagate unchanged. Every
+    # error of the double backward is reported as a DoubleGradError, whatever its type: Paddle
+    # raises RuntimeError for "<op>_grad doesn't have any grad op", but ValueError for max-pool
+    # ("Pool op grad grad only supports avgpool") and SystemError for conv-transpose.
+    loss, params = _double_grad_loss(model, x)
     try:
-        grad = _double_grad_step(model, x)
-    except ValueError:
-        raise
+        grad = _double_grad_step(loss, params, x)
     except Exception as exc:  # noqa: BLE001
         message = str(exc)
         layer, layer_error = _locate_failing_layer(model, input_shape)

@@ -5,7 +5,7 @@ followed by ``grad(D(g), x)``. Every op on that path needs a differentiable back
 fused ops such as ``F.cross_entropy``, ``F.log_softmax``, ``F.max_pool2d``, ``paddle.flatten``,
 ``F.interpolate`` and ``F.conv2d_transpose`` do not have one (see ``shared/reference/PADDLE.md``
 §1). The functions here compose the same maths from ops that do, and each equals the original op
-to 1e-5 (tests/test_nn_functional.py).
+to 1e-5 (tests/nn/test_functional.py).
 """
 
 from __future__ import annotations
@@ -200,10 +200,14 @@ def conv_transpose2d(
     n, c, h, w = x.shape
     kh, kw = weight.shape[2], weight.shape[3]
     if sh > 1 or sw > 1:
-        # Insert s-1 zeros after every pixel, then crop the trailing zeros.
-        x = x.reshape([n, c, h, 1, w, 1])
-        x = paddle.concat([x, paddle.zeros([n, c, h, sh - 1, w, 1], dtype=x.dtype)], axis=3) if sh > 1 else x
-        x = paddle.concat([x, paddle.zeros([n, c, h, sh, w, sw - 1], dtype=x.dtype)], axis=5) if sw > 1 else x
+        # Insert s-1 zeros after every pixel (repeat each pixel s times with ``expand``, keep
+        # only the first copy with a constant 0/1 mask), then crop the trailing zeros.
+        # Not ``concat`` with a constant zeros tensor: its double backward fails in Paddle 3.3
+        # ("Unable to fill empty grad inputs due to empty GradSlotMeta" in ConcatDoubleGradNode)
+        # when a parameter sits before this op.
+        mask = np.zeros((1, 1, 1, sh, 1, sw), dtype=np.float32)
+        mask[:, :, :, 0, :, 0] = 1.0
+        x = x.reshape([n, c, h, 1, w, 1]).expand([n, c, h, sh, w, sw]) * paddle.to_tensor(mask, dtype=x.dtype)
         x = x.reshape([n, c, h * sh, w * sw])[:, :, : (h - 1) * sh + 1, : (w - 1) * sw + 1]
     pad_h, pad_w = kh - 1 - ph, kw - 1 - pw
     if pad_h < 0 or pad_w < 0:
@@ -260,16 +264,28 @@ def layer_norm(
     bias: Optional[paddle.Tensor] = None,
     epsilon: float = 1e-5,
 ) -> paddle.Tensor:
-    """Layer normalisation over the last ``normalized_ndim`` axes, composed."""
+    """Layer normalisation over the last ``normalized_ndim`` axes, composed.
+
+    ``weight`` and ``bias`` may have the normalised shape or be flat: ``nn.LayerNorm([4, 5])``
+    stores them flattened (shape ``[20]``), as ``F.layer_norm`` expects.
+    """
     axes = list(range(x.ndim - normalized_ndim, x.ndim))
+    normalized_shape = list(x.shape[x.ndim - normalized_ndim :])
     mean = x.mean(axis=axes, keepdim=True)
     var = ((x - mean) ** 2).mean(axis=axes, keepdim=True)
     out = (x - mean) / paddle.sqrt(var + epsilon)
     if weight is not None:
-        out = out * weight
+        out = out * _as_normalized_shape(weight, normalized_shape)
     if bias is not None:
-        out = out + bias
+        out = out + _as_normalized_shape(bias, normalized_shape)
     return out
+
+
+def _as_normalized_shape(param: paddle.Tensor, normalized_shape: list[int]) -> paddle.Tensor:
+    """Unflatten a flat LayerNorm parameter; any other shape is left to broadcasting."""
+    if param.ndim == 1 and len(normalized_shape) > 1 and param.shape[0] == int(np.prod(normalized_shape)):
+        return param.reshape(normalized_shape)
+    return param
 
 
 def dropout_mask(x: paddle.Tensor, p: float, training: bool = True) -> paddle.Tensor:

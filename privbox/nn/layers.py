@@ -78,11 +78,11 @@ class Upsample(nn.Layer):
         return PF.upsample_bilinear(x, size)
 
 
-class BatchNorm2D(nn.BatchNorm2D):
-    """BatchNorm2D whose eval mode is an affine map with constant running statistics.
+class _EvalAffineBatchNorm:
+    """Mixin: eval mode (or ``use_global_stats``) as an affine map with constant running statistics.
 
-    Train mode (batch statistics) is already double-differentiable in Paddle; eval mode is not
-    ("``is_test = True`` CANNOT be used in train program").
+    Placed before the Paddle class in the bases, so ``super().forward`` is that class's own
+    forward (batch statistics) for both :class:`BatchNorm2D` and :class:`BatchNorm1D`.
     """
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
@@ -92,10 +92,20 @@ class BatchNorm2D(nn.BatchNorm2D):
         return PF.batch_norm_affine(x, self._mean, self._variance, self.weight, self.bias, self._epsilon)
 
 
-class BatchNorm1D(nn.BatchNorm1D):
-    """BatchNorm1D with the same eval-mode treatment as :class:`BatchNorm2D`."""
+class BatchNorm2D(_EvalAffineBatchNorm, nn.BatchNorm2D):
+    """BatchNorm2D whose eval mode is an affine map with constant running statistics.
 
-    forward = BatchNorm2D.forward
+    Train mode (batch statistics) is already double-differentiable in Paddle; eval mode is not
+    ("``is_test = True`` CANNOT be used in train program").
+    """
+
+
+class BatchNorm1D(_EvalAffineBatchNorm, nn.BatchNorm1D):
+    """BatchNorm1D with the same eval-mode treatment as :class:`BatchNorm2D`.
+
+    (It used to borrow ``BatchNorm2D.forward``, whose zero-argument ``super()`` is bound to
+    ``BatchNorm2D`` and raised ``TypeError`` in train mode.)
+    """
 
 
 class Conv2DTranspose(nn.Conv2DTranspose):
@@ -125,7 +135,10 @@ class GELU(nn.GELU):
     """Exact (erf) GELU whose backward is written in double-differentiable ops (a PyLayer)."""
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        if getattr(self, "_approximate", False):
+        # nn.GELU stores ``approximate`` as given: False/True or the strings "none"/"tanh"
+        # (a non-empty string is truthy, so test the value, not its truthiness).
+        approximate = getattr(self, "_approximate", False)
+        if approximate is True or approximate == "tanh":
             return PF.gelu_tanh(x)
         return PF.gelu(x)
 
