@@ -8,6 +8,10 @@ from .presets import PRESETS, dlg, e2egi, ga, get_preset, gradinversion, idlg, i
 from .regularizers import REGULARIZERS, recover_bn_statistics
 from .schedules import SCHEDULES
 from .reconstruction import Reconstruction
+from .group import Combination, GroupResult, combine, run_group_consistency
+from .mlco import MLCOPhase, MLCOPhaseRecord, MLCOResult, mlco_plan, run_mlco
+from .fedavg import FedAvgInversion, FedAvgOptions, LocalTraining, prior_batch, simulate_local_sgd
+from .presets import nvidia_fl
 
 __all__ = [
     "AttackConfig",
@@ -29,4 +33,19 @@ __all__ = [
     "recover_bn_statistics",
     "get_preset",
     "Reconstruction",
+    "Combination",
+    "GroupResult",
+    "combine",
+    "run_group_consistency",
+    "MLCOPhase",
+    "MLCOPhaseRecord",
+    "MLCOResult",
+    "mlco_plan",
+    "run_mlco",
+    "FedAvgInversion",
+    "FedAvgOptions",
+    "LocalTraining",
+    "nvidia_fl",
+    "prior_batch",
+    "simulate_local_sgd",
 ]

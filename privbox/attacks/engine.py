@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from ..client import denormalize
 from ..nn import functional as PF
 from ..nn.convert import make_twice_differentiable, trainable_parameters
+from ..nn.functional_model import parameter_gradients
 from ..update import ClientUpdate, MissingCapabilityError
 from .config import AttackConfig
 from .lbfgs import NumpyLBFGS
@@ -158,8 +159,7 @@ class GradientInversion:
         model = self.prepare_model(model, update)
         named = trainable_parameters(model)
         params = [p for _, p in named]
-        observed = update.gradients()
-        target = [paddle.to_tensor(observed[name], dtype="float32") for name, _ in named]
+        target = self.observed_tensors(update, named)
         if labels is not None:
             labels = np.asarray(labels, dtype=np.int64)
             label_method, label_order = "given by caller", "sample"
@@ -211,7 +211,79 @@ class GradientInversion:
             events=best.events,
         )
 
+    def gradient_distance(
+        self, model: nn.Layer, update: ClientUpdate, labels: Optional[np.ndarray] = None
+    ) -> Callable[[np.ndarray], float]:
+        """A function ``images -> D(ĝ(images), g)``: the configured gradient distance alone.
+
+        One forward in the victim's mode and one first-order ``paddle.grad`` per call (no
+        regularizers, no double back-propagation), for orchestrators that only need to score
+        candidate batches (E2EGI's greedy seed combination, ALGORITHMS.md §4.6.3). ``labels``
+        default to the configured label strategy; joint (soft) labels are not supported. It
+        evaluates the FedSGD gradient match; a subclass that overrides :meth:`matching_loss`
+        with another observation model should override this too.
+        """
+        cfg = self.config
+        model = self.prepare_model(model, update)
+        named = trainable_parameters(model)
+        params = [p for _, p in named]
+        target = self.observed_tensors(update, named)
+        if labels is None:
+            labels = self.resolve_labels(update)[0]
+        if labels is None:
+            raise ValueError("gradient_distance needs fixed labels; the 'joint' label strategy optimises them")
+        y = paddle.to_tensor(np.asarray(labels, dtype=np.int64))
+        objective = OBJECTIVES.get(cfg.objective)
+
+        def distance(images: np.ndarray) -> float:
+            x = paddle.to_tensor(np.asarray(images, dtype=np.float32))
+            grads = paddle.grad(PF.cross_entropy(model(x), y), params)
+            return float(objective(grads, target, cfg.layer_weights))
+
+        return distance
+
+    # ------------------------------------------------------- hooks for subclasses
+    def num_images(self, update: ClientUpdate) -> int:
+        """How many images the attack reconstructs: the FedSGD batch size B."""
+        return update.batch_size
+
+    def observed_tensors(self, update: ClientUpdate, named: list[tuple[str, paddle.Tensor]]) -> list[paddle.Tensor]:
+        """The observed tensors :meth:`matching_loss` compares with, paired by name with
+        ``named``: the update as a gradient (a FedAvg delta becomes −ΔW/(lr·K))."""
+        return _observed_targets(named, update)
+
+    def matching_loss(
+        self,
+        model: nn.Layer,
+        x: paddle.Tensor,
+        soft_labels: Optional[paddle.Tensor],
+        hard_labels: Optional[paddle.Tensor],
+        params: list[paddle.Tensor],
+        target: list[paddle.Tensor],
+    ) -> tuple[paddle.Tensor, Optional[paddle.Tensor]]:
+        """Return (D, extra): the matching distance, which ``gradient_weight`` scales and the
+        best iterate is chosen by, and an optional extra loss term (``None`` for none).
+
+        Default: the FedSGD gradient match of ALGORITHMS.md §4.1, ĝ = ∇_θ CE(f_θ(x̂), ŷ) with
+        soft labels softmax(``soft_labels``) or ``hard_labels``, D = the configured objective.
+        x̂ is part of the first-order ``paddle.grad`` call: without it Paddle 3.3's conv2d
+        double backward drops a term and ∂D/∂x̂ is wrong (``privbox.nn.functional_model``).
+        Subclasses override this hook (the unrolled FedAvg simulation, ``attacks.fedavg``).
+        """
+        logits = model(x)
+        if soft_labels is not None:
+            loss = PF.cross_entropy(logits, soft_labels, soft_label=True, label_logits=True)
+        else:
+            loss = PF.cross_entropy(logits, hard_labels)
+        dummy = parameter_gradients(loss, params, inputs=[x])
+        return OBJECTIVES.get(self.config.objective)(dummy, target, self.config.layer_weights), None
+
     # ---------------------------------------------------------------------- labels
+    def resolve_labels(self, update: ClientUpdate) -> tuple[Optional[np.ndarray], str, str]:
+        """The labels the configured strategy yields for ``update``: (labels or ``None`` for joint
+        optimisation, how they were obtained, ``"sample"`` or ``"unordered"``)."""
+        return self._labels(update)
+
     def _labels(self, update: ClientUpdate) -> tuple[Optional[np.ndarray], str, str]:
         """Return (labels or None for joint optimisation, how they were obtained, order)."""
         cfg = self.config
@@ -224,18 +296,18 @@ class GradientInversion:
 
         method = cfg.label_method
         if method == "auto":
-            method = "idlg" if update.batch_size == 1 else "llg"
+            method = "idlg" if self.num_images(update) == 1 else "llg"
         options = {}
         if method == "ilrg":
             raise MissingCapabilityError("iLRG needs the classifier weights; recover labels with privbox.labels.ilrg and pass labels=")
         try:
-            result = recover_labels(method, update.gradients(), update.batch_size, update.num_classes, **options)
+            result = recover_labels(method, update.gradients(), self.num_images(update), update.num_classes, **options)
         except ValueError as exc:
             raise MissingCapabilityError(f"label recovery with {method!r} failed: {exc}") from exc
-        if result.labels.shape[0] != update.batch_size:
+        if result.labels.shape[0] != self.num_images(update):
             raise MissingCapabilityError(
                 f"label method {method!r} returned {result.labels.shape[0]} labels for a batch of "
-                f"{update.batch_size}; use a counting method such as 'llg', 'e2egi' or 'ilrg'"
+                f"{self.num_images(update)}; use a counting method such as 'llg', 'e2egi' or 'ilrg'"
             )
         return result.labels, method, "unordered"
 
@@ -259,15 +331,12 @@ class GradientInversion:
         cfg = self.config
         if cfg.optimizer == "adam":
             return _Adam(variables, cfg.adam_betas, cfg.signed)
-        if cfg.lbfgs_line_search is None:
-            return NumpyLBFGS(_flatten(variables), lr=lr, max_iter=cfg.lbfgs_max_iter, history_size=cfg.lbfgs_history)
-        # Paddle's own L-BFGS provides the strong-Wolfe line search (slower bookkeeping).
-        return paddle.optimizer.LBFGS(
-            learning_rate=lr,
+        return NumpyLBFGS(
+            _flatten(variables),
+            lr=lr,
             max_iter=cfg.lbfgs_max_iter,
             history_size=cfg.lbfgs_history,
-            line_search_fn=cfg.lbfgs_line_search,
-            parameters=variables,
+            line_search=cfg.lbfgs_line_search,
         )
 
     def _trial(
@@ -291,12 +360,12 @@ class GradientInversion:
         fingerprint = config_fingerprint(cfg.to_dict())
         rng = np.random.default_rng(seed)
         paddle.seed(seed)
-        shape = (meta.batch_size, *meta.input_shape)
+        shape = (self.num_images(update), *meta.input_shape)
         if init_images is not None:
             x0 = np.asarray(init_images, dtype=np.float32).reshape(shape)
         else:
             x0 = self._initial_images(rng, shape)
-        y0 = None if labels is not None else rng.standard_normal((meta.batch_size, meta.num_classes)).astype(np.float32)
+        y0 = None if labels is not None else rng.standard_normal((shape[0], meta.num_classes)).astype(np.float32)
         state = TrialState(
             iteration=0, x=x0, y=y0, best_x=x0.copy(), best_y=None if y0 is None else y0.copy(),
             best_loss=math.inf, best_iteration=0, trace=[], lr_scale=1.0, nan_restores=0, events=[],
@@ -305,9 +374,10 @@ class GradientInversion:
         if resume and checkpoint is not None and checkpoint.exists():
             state = TrialState.load(checkpoint, fingerprint, seed)
             rng.bit_generator.state = state.rng_state
+            if state.finished and (state.iteration >= cfg.iterations or self._stopped(state)):
+                # Finished, by the budget or by a stopping rule: continuing would change the result.
+                return state
             state.events.append(f"resumed at iteration {state.iteration}")
-        if state.finished and state.iteration >= cfg.iterations:
-            return state
 
         x = paddle.to_tensor(state.x)
         x.stop_gradient = False
@@ -318,20 +388,15 @@ class GradientInversion:
             y_var.stop_gradient = False
             variables.append(y_var)
         y_fixed = paddle.to_tensor(labels) if labels is not None else None
-        objective = OBJECTIVES.get(cfg.objective)
         schedule = SCHEDULES.get(cfg.schedule)
         low, high = self.box_bounds(update)
         low_t, high_t = paddle.to_tensor(low), paddle.to_tensor(high)
 
         def losses() -> tuple[paddle.Tensor, paddle.Tensor]:
-            logits = model(x)
-            if y_var is not None:
-                loss = PF.cross_entropy(logits, y_var, soft_label=True, label_logits=True)
-            else:
-                loss = PF.cross_entropy(logits, y_fixed)
-            dummy = paddle.grad(loss, params, create_graph=True)
-            distance = objective(dummy, target, cfg.layer_weights)
+            distance, extra = self.matching_loss(model, x, y_var, y_fixed, params, target)
             total = distance * cfg.gradient_weight if cfg.gradient_weight != 1.0 else distance
+            if extra is not None:
+                total = total + extra
             for reg in regs:
                 total = total + reg.weight * reg(x)
             return total, distance
@@ -393,12 +458,14 @@ class GradientInversion:
                 state.iteration = t + 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{state.best_loss:.3g}", refresh=False)
+                # Checkpoint before the callback: a callback that stops the run (an interrupt, a
+                # tuning pause) at this iteration then loses nothing.
+                if checkpoint_every and state.iteration % checkpoint_every == 0 and state.iteration < cfg.iterations:
+                    save_checkpoint()
                 if callback is not None and cfg.snapshot_every and state.iteration % cfg.snapshot_every == 0:
                     current = x.numpy().copy()
                     callback(IterationInfo(state.iteration, value, state.best_loss, current,
                                            denormalize(current, meta.mean, meta.std), restart))
-                if checkpoint_every and state.iteration % checkpoint_every == 0 and state.iteration < cfg.iterations:
-                    save_checkpoint()
                 if cfg.early_stop_loss and state.best_loss < cfg.early_stop_loss:
                     state.events.append(
                         f"iteration {state.iteration}: early stop, gradient loss {state.best_loss:.3g} < {cfg.early_stop_loss}"
@@ -413,6 +480,15 @@ class GradientInversion:
         state.y = None if y_var is None else y_var.numpy().copy()
         save_checkpoint(finished=True)
         return state
+
+    def _stopped(self, state: TrialState) -> bool:
+        """Whether a stopping rule (early stop, too many NaN recoveries) ended ``state``'s trial."""
+        cfg = self.config
+        if state.nan_restores > cfg.max_nan_restores:
+            return True
+        if cfg.early_stop_loss and state.best_loss < cfg.early_stop_loss:
+            return True
+        return bool(cfg.early_stop_tv and float(_total_variation(paddle.to_tensor(state.best_x))) < cfg.early_stop_tv)
 
     def _step(self, optimizer, losses, track, variables, lr: float, t: int) -> tuple[float, bool]:
         """One iteration of the configured step rule; returns (gradient loss, all finite)."""
@@ -458,6 +534,12 @@ class GradientInversion:
             finite = all(bool(paddle.isfinite(v).all()) for v in variables)
         value = seen[0] if seen else math.nan
         return value, finite and all(math.isfinite(v) for v in seen)
+
+
+def _observed_targets(named: list[tuple[str, paddle.Tensor]], update: ClientUpdate) -> list[paddle.Tensor]:
+    """The observed gradient as tensors, paired with the model's trainable parameters by name."""
+    observed = update.gradients()
+    return [paddle.to_tensor(observed[name], dtype="float32") for name, _ in named]
 
 
 def _flatten(tensors) -> np.ndarray:

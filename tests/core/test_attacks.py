@@ -27,13 +27,13 @@ def _capture(images, labels, seed, **kwargs):
 
 
 def test_dlg_recovers_32px_rgb_images_above_30db():
-    """DLG (L-BFGS, joint labels) on the DLG LeNet, B = 1, fixed budget of 150 outer steps."""
+    """DLG (L-BFGS, joint labels) on the DLG LeNet, B = 1, fixed budget of 100 outer steps."""
     images = load_samples(32, 3, names=DLG_IMAGES)
     passed = []
     for i, name in enumerate(DLG_IMAGES):
         label = np.array([(3 * i + 1) % 10])
         model, update, secret = _capture(images[i : i + 1], label, seed=i)
-        recon = DLG(iterations=150, progress=False, seed=i).run(model, update)
+        recon = DLG(iterations=100, progress=False, seed=i).run(model, update)
         result = evaluate(recon, secret)
         ok = result["psnr"] >= 30.0 and recon.labels.tolist() == label.tolist()
         passed.append(ok)
@@ -182,3 +182,30 @@ def test_reconstruction_round_trip(tmp_path):
     np.testing.assert_array_equal(back.images, recon.images)
     assert back.labels.tolist() == recon.labels.tolist() and back.attack == "dlg"
     assert back.loss_trace == pytest.approx(recon.loss_trace)
+
+
+def test_numpy_lbfgs_strong_wolfe_matches_paddle_on_rosenbrock():
+    def rosen(x):
+        value = float(np.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2))
+        grad = np.zeros_like(x)
+        grad[:-1] += -400 * x[:-1] * (x[1:] - x[:-1] ** 2) - 2 * (1 - x[:-1])
+        grad[1:] += 200 * (x[1:] - x[:-1] ** 2)
+        return value, grad
+
+    x0 = np.array([-1.2, 1.0, -0.5, 0.8])
+    ours = NumpyLBFGS(x0, lr=1.0, max_iter=20, history_size=10, line_search="strong_wolfe")
+    x = paddle.to_tensor(x0)
+    x.stop_gradient = False
+    ref = paddle.optimizer.LBFGS(learning_rate=1.0, max_iter=20, history_size=10, line_search_fn="strong_wolfe", parameters=[x])
+
+    def closure():
+        ref.clear_grad()
+        loss = (100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2).sum()
+        loss.backward()
+        return loss
+
+    for _ in range(3):
+        ours.step(rosen)
+        ref.step(closure)
+        np.testing.assert_allclose(ours.x, x.numpy(), rtol=1e-9, atol=1e-10)
+    assert rosen(ours.x)[0] < 1e-8
