@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 from .._version import __version__
 
-SUBCOMMANDS = ("demo", "privacy", "rank")
+SUBCOMMANDS = ("demo", "privacy", "rank", "config", "capture", "attack", "evaluate", "labels", "tune")
 
 
 class CliError(Exception):
@@ -49,4 +49,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # Run through the package module so that ``CliError`` raised by the subcommands (imported
+    # from ``privbox.cli.main``) is the class caught above, also under ``python -m``.
+    from privbox.cli.main import main as _package_main
+
+    sys.exit(_package_main())

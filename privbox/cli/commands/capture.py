@@ -1,0 +1,90 @@
+"""``privbox capture``: the victim side. Build the model and the private batch, compute the update.
+
+Writes ``DIR/update.safetensors`` (what the attacker observes) and, separately,
+``DIR/secret.safetensors`` (the ground truth, for ``privbox evaluate`` only), plus ``DIR/secret.png``.
+
+Example::
+
+    privbox capture -c capture_lenet --out run/ -o capture.batch_size=4
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .._common import add_config_args, load_cli_config, save_image_grid, set_device
+
+
+def register(subparsers) -> None:
+    """Add the ``capture`` subcommand."""
+    parser = subparsers.add_parser(
+        "capture",
+        help="victim side: compute a client update from a private batch (update and secret saved apart)",
+        description="Build the model (seeded) and the target batch from the 'capture' config section, compute the "
+        "client's FedSGD update and write DIR/update.safetensors (the attacker's observation) and "
+        "DIR/secret.safetensors (the ground truth, for 'privbox evaluate' only).",
+    )
+    add_config_args(parser, "e.g. capture_lenet, capture_resnet18")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--force", action="store_true", help="overwrite an update already in DIR")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``privbox capture``; returns the exit code."""
+    from ...client import compute_fedavg_update, compute_update
+    from ...data import make_target_batch
+    from ...nn import build_model
+    from ..main import CliError
+
+    config = load_cli_config(args)
+    cap = config.capture
+    out = Path(args.out)
+    update_path, secret_path = out / "update.safetensors", out / "secret.safetensors"
+    if update_path.exists() and not args.force:
+        raise CliError(f"{update_path} already exists; pass --force to overwrite it, or choose another --out")
+    set_device(config.run.device)
+
+    import paddle
+
+    batch = make_target_batch(
+        cap.batch_size, num_classes=cap.num_classes, distinct_labels=cap.distinct_labels, size=cap.image_size,
+        channels=cap.channels, seed=cap.seed, images=cap.images, shuffle_images=cap.shuffle_images,
+    )
+    kwargs = cap.resolved_model_kwargs()
+    paddle.seed(cap.seed)
+    try:
+        model = build_model(cap.model, num_classes=cap.num_classes, **kwargs)
+    except TypeError as exc:
+        raise CliError(f"capture.model_kwargs {kwargs} do not fit model {cap.model!r}: {exc}") from None
+    mean, std = cap.normalisation()
+    if cap.kind == "weight_delta":
+        update, secret = compute_fedavg_update(
+            model, batch.images, batch.labels, mean, std, lr=cap.local_lr, local_epochs=cap.local_epochs,
+            batch_size=cap.local_batch_size, seed=cap.seed, bn_mode=cap.bn_mode, num_classes=cap.num_classes,
+            model_id=cap.model, model_kwargs=kwargs, share_labels=cap.share_labels, names=batch.names,
+        )
+    else:
+        update, secret = compute_update(
+            model, batch.images, batch.labels, mean, std, num_classes=cap.num_classes, bn_mode=cap.bn_mode,
+            model_id=cap.model, model_kwargs=kwargs, share_labels=cap.share_labels,
+            share_bn_stats=cap.share_bn_stats, names=batch.names, seed=cap.seed,
+        )
+    update.save(update_path)
+    secret.save(secret_path)
+    save_image_grid(out / "secret.png", secret.images, title="private batch (ground truth)",
+                    captions=[f"{n} · y={int(y)}" for n, y in zip(secret.names, secret.labels)])
+
+    n_params = sum(int(v.size) for v in update.tensors.values())
+    shared = [name for name, on in (("labels", cap.share_labels), ("exact BN statistics", update.bn_batch_stats is not None)) if on]
+    print(f"privbox capture: {cap.model} ({n_params:,} trainable parameters, {cap.num_classes} classes, BN {cap.bn_mode} mode)")
+    if cap.kind == "weight_delta":
+        print(f"  FedAvg weight delta: {update.meta.local_steps} local SGD step(s), lr {cap.local_lr}, "
+              f"{cap.local_epochs} epoch(s), minibatch {update.meta.batch_size}")
+    print(f"  batch: {cap.batch_size} x {cap.channels}x{cap.image_size}x{cap.image_size} from {cap.images!r}: "
+          + ", ".join(f"{n} (y={int(y)})" for n, y in zip(batch.names, batch.labels)))
+    print(f"  normalisation: mean {mean}, std {std}; shared besides the gradient and θ0: {', '.join(shared) or 'nothing'}")
+    print(f"  update (the attacker's observation): {update_path}")
+    print(f"  secret (ground truth, keep apart):    {secret_path}")
+    return 0
