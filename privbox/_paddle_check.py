@@ -25,13 +25,15 @@ def parse_version(text: str) -> tuple[int, ...]:
 
     Development builds report ``"0.0.0"``; they are treated as new enough.
     """
+    import re
+
     parts: list[int] = []
     for piece in text.split("."):
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        if not digits:
+        match = re.match(r"\d+", piece)
+        if match is None:
             break
-        parts.append(int(digits))
-        if len(digits) != len(piece):
+        parts.append(int(match.group()))
+        if match.end() != len(piece):
             break
     return tuple(parts)
 

@@ -233,7 +233,9 @@ def _double_grad_loss(model: nn.Layer, x: paddle.Tensor) -> tuple[paddle.Tensor,
 
 def _double_grad_step(loss: paddle.Tensor, params: list[paddle.Tensor], x: paddle.Tensor) -> paddle.Tensor:
     """The backward half: ``grad(sum ||grad(loss, params)||^2, x)``."""
-    grads = paddle.grad(loss, params, create_graph=True, allow_unused=True)
+    # The input joins the first-order call: without it Paddle 3.3's conv2d double backward
+    # drops a term (see privbox.nn.functional_model); the probe then matches the attacks.
+    grads = paddle.grad(loss, params + [x], create_graph=True, allow_unused=True)[: len(params)]
     objective = sum(((g * g).sum() for g in grads if g is not None), paddle.zeros([]))
     return paddle.grad(objective, x)[0]
 
