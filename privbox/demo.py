@@ -28,6 +28,23 @@ DEMO_MEAN = [0.5, 0.5, 0.5]
 DEMO_STD = [0.5, 0.5, 0.5]
 
 
+def _reading(rows: list[dict]) -> str:
+    """One line per result saying what the PSNR means for privacy."""
+    lines = ["How to read it: above about 30 dB the reconstruction is visually the private image; "
+             "below about 15 dB nothing recognisable was recovered within this budget.", ""]
+    for row in rows:
+        psnr = row["psnr"]
+        verdict = "leaked" if psnr >= 30 else ("partly leaked" if psnr >= 15 else "not recovered at this budget")
+        lines.append(f"- {row['attack']}, batch {row['batch_size']}: {verdict} ({psnr:.1f} dB).")
+    if any(row["batch_size"] > 1 and row["psnr"] < 15 for row in rows):
+        lines.append("")
+        lines.append(
+            "Larger batches need many more iterations or image priors (see docs/en/attacks.md); "
+            "a low PSNR here is not evidence that a batch is safe."
+        )
+    return "\n".join(lines) + "\n"
+
+
 @dataclass
 class DemoResult:
     """Where the demo wrote its outputs, and the metrics rows."""
@@ -131,7 +148,8 @@ def run_demo(
         "# privbox demo: DLG and iDLG on the DLG LeNet\n\n"
         f"Undefended client, embedded sample images, seed {seed}, {iterations} L-BFGS steps per attack, "
         f"Paddle {paddle.__version__} on {paddle.get_device()}. PSNR/SSIM on de-normalised images in [0, 1]; "
-        "the matching used is named per row.\n\n" + table + "\n" + "".join(f"![{p.stem}]({p.name})\n" for p in figures)
+        "the matching used is named per row.\n\n" + table + "\n" + _reading(rows) + "\n"
+        + "".join(f"![{p.stem}]({p.name})\n" for p in figures)
     )
     table_path = write_text_atomic(out / "results.md", body)
     return DemoResult(out, rows, figures, metrics_path, table_path, wall)
