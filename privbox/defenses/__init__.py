@@ -7,7 +7,11 @@
   all subclasses of :class:`UpdateDefense`;
 * privacy accounting: :class:`RDPAccountant`, :func:`get_noise_multiplier` (Mironov et al.
   2019; Balle et al. 2020);
-* per-sample gradients and Poisson sampling for DP-SGD.
+* per-sample gradients and Poisson sampling for DP-SGD;
+* :func:`defend_update` (a defended copy of a ClientUpdate, recorded in ``meta.defenses``),
+  :func:`run_defended_rounds` (stateful defenses such as DGC over FL rounds), the
+  Label-based-Defense schemes (:data:`SCHEMES`, :func:`capture_with_scheme`) and
+  :func:`measure_utility` (accuracy at a matched learning rate).
 """
 
 from .accountant import (
@@ -60,4 +64,36 @@ __all__ = [
     "TopKPruning",
     "UpdateDefense",
     "batch_clip_noise",
+]
+
+# Applying defenses to a ClientUpdate, Label-based-Defense schemes, utility measurement.
+from .apply import defend_update, describe_defense, run_defended_rounds  # noqa: E402
+from .schemes import (  # noqa: E402
+    SCHEMES,
+    DefenseScheme,
+    SchemeUpdate,
+    build_attack_model,
+    capture_with_scheme,
+    check_attack_model,
+    get_scheme,
+    real_dp_sgd,
+    scheme_gradient,
+)
+from .utility import measure_utility, sample_task  # noqa: E402
+
+__all__ += [
+    "defend_update",
+    "describe_defense",
+    "run_defended_rounds",
+    "SCHEMES",
+    "DefenseScheme",
+    "SchemeUpdate",
+    "build_attack_model",
+    "capture_with_scheme",
+    "check_attack_model",
+    "get_scheme",
+    "real_dp_sgd",
+    "scheme_gradient",
+    "measure_utility",
+    "sample_task",
 ]
