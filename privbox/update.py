@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Iterable, Optional, Union
 
 import numpy as np
 
+from ._atomic import atomic_output
 from ._version import __version__
 
 FORMAT_UPDATE = "privbox.ClientUpdate"
@@ -161,6 +161,12 @@ class ClientUpdate:
                 + ". Build the model the client used, e.g. privbox.nn.build_model(update.meta.model_id, "
                 "num_classes=update.meta.num_classes, **update.meta.model_kwargs)."
             )
+        if "maxpool_kernel" in self.meta.model_kwargs:
+            # A pooling kernel has no parameters, so names and shapes cannot reveal it (the RA
+            # scheme of Label-based-Defense changes only this); check it explicitly.
+            from .defenses.schemes import check_attack_model
+
+            check_attack_model(model, self)
 
     def load_global_state(self, model) -> None:
         """Copy θ0 (parameters and BN running statistics) into ``model``."""
@@ -335,16 +341,8 @@ def _write_safetensors(path: PathLike, tensors: ArrayDict, fmt: str, header: dic
             raise UpdateFileError(f"refusing to save {key!r}: it contains NaN or Inf")
         checked[key] = arr
     metadata = {"format": fmt, "format_version": FORMAT_VERSION, "privbox": json.dumps(header)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         save_file(checked, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from .._atomic import atomic_output
+
 import argparse
 import contextlib
 import hashlib
-import os
 import signal
-import tempfile
 import threading
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
@@ -97,16 +97,9 @@ def save_image_grid(path: Path, pixels: np.ndarray, title: str = "", captions: O
     if title:
         fig.suptitle(title, fontsize=9)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=100, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        with atomic_output(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=100, bbox_inches="tight")
     finally:
         plt.close(fig)
     return path

@@ -14,7 +14,7 @@ single label. privbox never overwrites labels. It offers instead:
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

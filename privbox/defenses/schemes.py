@@ -588,8 +588,8 @@ class SchemeUpdate(ClientUpdate):
 
     :meth:`check_model` (called by every attack before it starts) additionally verifies the stem
     max-pool kernel recorded in ``meta.model_kwargs`` (the ``RA`` scheme), which parameter
-    names and shapes cannot reveal. Saved and loaded, it becomes a plain ``ClientUpdate``; the
-    CLI rebuilds the model from ``meta.model_kwargs`` and so gets the kernel right.
+    names and shapes cannot reveal. A saved and loaded update becomes a plain ``ClientUpdate``,
+    whose ``check_model`` performs the same check from ``meta.model_kwargs``.
     """
 
     def check_model(self, model) -> None:

@@ -12,7 +12,6 @@ from typing import Optional, Sequence, Union
 
 import paddle
 import paddle.nn as nn
-import paddle.nn.functional as F
 
 from . import functional as PF
 

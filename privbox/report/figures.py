@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
+from .._atomic import atomic_output
+
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
@@ -21,16 +21,9 @@ def _pyplot():
 
 def _save(fig, path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        with atomic_output(path, suffix=path.suffix) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
     finally:
         _pyplot().close(fig)
     return path

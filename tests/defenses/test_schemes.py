@@ -236,3 +236,21 @@ def test_schemes_compose_and_validate():
     idx = DefenseScheme("rep", batch_size=32, classes_per_batch=4, label_order="grouped").select_batch(labels, seed=0)
     assert len(idx) == 32 and len(set(labels[idx].tolist())) == 4
     assert list(labels[idx]) == sorted(labels[idx])
+
+
+def test_ra_kernel_check_survives_save_and_load(tmp_path):
+    """A loaded RA update still refuses an attack model with the stock max-pool kernel."""
+    import numpy as np
+
+    from privbox.client import compute_update
+    from privbox.nn import resnet18
+    from privbox.update import ClientUpdate, ModelMismatchError
+
+    images = np.random.default_rng(0).random((1, 3, 64, 64)).astype(np.float32)
+    victim = resnet18(num_classes=10, stem="imagenet", maxpool_kernel=19, width=4)
+    update, _ = compute_update(victim, images, np.array([1]), bn_mode="eval", model_id="resnet18",
+                               model_kwargs={"stem": "imagenet", "maxpool_kernel": 19, "width": 4})
+    loaded = ClientUpdate.load(update.save(tmp_path / "ra.safetensors"))
+    loaded.check_model(resnet18(num_classes=10, stem="imagenet", maxpool_kernel=19, width=4))
+    with pytest.raises(ModelMismatchError, match="stem max-pool kernel 19"):
+        loaded.check_model(resnet18(num_classes=10, stem="imagenet", maxpool_kernel=3, width=4))
