@@ -58,10 +58,8 @@ class _Adam:
     def __init__(self, variables: list[paddle.Tensor], betas: tuple[float, float], signed: bool) -> None:
         self.variables, self.betas, self.signed = variables, betas, signed
         self.t = 0
-        self.m = [np.zeros(v.shape, dtype=np.float32) for v in variables]
-        self.v = [np.zeros(v.shape, dtype=np.float32) for v in variables]
-        self._m = [paddle.to_tensor(a) for a in self.m]
-        self._v = [paddle.to_tensor(a) for a in self.v]
+        self._m = [paddle.zeros(v.shape, dtype=v.dtype) for v in variables]
+        self._v = [paddle.zeros(v.shape, dtype=v.dtype) for v in variables]
 
     def step(self, grads: list[paddle.Tensor], lr: float) -> None:
         b1, b2 = self.betas
@@ -423,7 +421,7 @@ class GradientInversion:
             state.x = x.numpy().copy()
             state.y = None if y_var is None else y_var.numpy().copy()
             state.rng_state = rng.bit_generator.state
-            state.optimizer = optimizer.state_dict() if hasattr(optimizer, "state_dict") and not isinstance(optimizer, paddle.optimizer.Optimizer) else {}
+            state.optimizer = optimizer.state_dict()
             state.finished = finished
             state.save(checkpoint, fingerprint, seed)
 
@@ -501,37 +499,21 @@ class GradientInversion:
             optimizer.step(paddle.grad(total, variables), lr)
             return value, True
         seen: list[float] = []
-        if isinstance(optimizer, NumpyLBFGS):
-            optimizer.lr = lr
+        optimizer.lr = lr
 
-            def closure(flat: np.ndarray) -> tuple[float, np.ndarray]:
-                _unflatten(flat, variables)
-                total, distance = losses()
-                value = float(distance)
-                seen.append(value)
-                if not math.isfinite(float(total)):
-                    return math.nan, np.zeros_like(flat)
-                track(value, t)
-                return float(total), _flatten(paddle.grad(total, variables))
+        def closure(flat: np.ndarray) -> tuple[float, np.ndarray]:
+            _unflatten(flat, variables)
+            total, distance = losses()
+            value = float(distance)
+            seen.append(value)
+            if not math.isfinite(float(total)):
+                return math.nan, np.zeros_like(flat)
+            track(value, t)
+            return float(total), _flatten(paddle.grad(total, variables))
 
-            optimizer.step(closure)
-            _unflatten(optimizer.x, variables)
-            finite = bool(np.isfinite(optimizer.x).all())
-        else:
-            optimizer.set_lr(lr)
-
-            def paddle_closure() -> paddle.Tensor:
-                optimizer.clear_grad()
-                total, distance = losses()
-                total.backward()
-                value = float(distance)
-                seen.append(value)
-                if math.isfinite(value):
-                    track(value, t)
-                return total
-
-            optimizer.step(paddle_closure)
-            finite = all(bool(paddle.isfinite(v).all()) for v in variables)
+        optimizer.step(closure)
+        _unflatten(optimizer.x, variables)
+        finite = bool(np.isfinite(optimizer.x).all())
         value = seen[0] if seen else math.nan
         return value, finite and all(math.isfinite(v) for v in seen)
 

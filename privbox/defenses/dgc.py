@@ -22,7 +22,7 @@ Per worker, step t, tensor j (m = momentum, N = num_workers)::
 The defects of the old PaddleSleeve ``DGCMomentum`` listed in §6.1 are avoided: no second
 momentum step, momentum-factor masking, warm-up schedules, exactly k elements, clipping before
 accumulation with N^-1/2, state keyed by name in ``state_dict()``, thresholds in the tensor's own
-dtype, ``step()`` compresses, and no ``paddle.fluid`` / ``float * bool``.
+dtype, ``step()`` compresses, and no legacy fluid imports / ``float * bool``.
 """
 
 from __future__ import annotations
