@@ -116,30 +116,13 @@ def compute_update(
     Returns:
         ``(update, secret)``.
     """
-    images = np.asarray(images, dtype=np.float32)
-    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
-    if images.ndim != 4:
-        raise ValueError(f"images must be [B, C, H, W], got shape {images.shape}")
-    if images.shape[0] != labels.shape[0]:
-        raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
-    if images.min() < 0.0 or images.max() > 1.0:
-        raise ValueError("images must be pixels in [0, 1]; normalisation is given separately by mean/std")
-    if bn_mode not in ("train", "eval"):
-        raise ValueError(f"bn_mode must be 'train' or 'eval', got {bn_mode!r}")
-    channels = images.shape[1]
-    mean = list(mean) if mean is not None else [0.0] * channels
-    std = list(std) if std is not None else [1.0] * channels
-
+    images, labels, mean, std = _prepare_batch(images, labels, mean, std, bn_mode)
     before = state_snapshot(model)
     model.train() if bn_mode == "train" else model.eval()
     x = normalize(images, mean, std)
     with BNStatsRecorder(model) as recorder:
         logits = model(x)
-    if logits.ndim != 2:
-        raise ValueError(f"the model must return [B, num_classes] logits, got shape {list(logits.shape)}")
-    classes = int(num_classes or logits.shape[1])
-    if labels.max() >= classes or labels.min() < 0:
-        raise ValueError(f"labels must lie in [0, {classes}), got {labels.min()}..{labels.max()}")
+    classes = _check_logits(logits, labels, num_classes)
     loss = PF.cross_entropy(logits, paddle.to_tensor(labels))
     named = trainable_parameters(model)
     grads = paddle.grad(loss, [p for _, p in named])
@@ -147,34 +130,77 @@ def compute_update(
     for name, value in tensors.items():
         if not np.all(np.isfinite(value)):
             raise ValueError(f"the gradient of {name} is not finite; check the model and inputs")
-    after = state_snapshot(model)
-    buffer_delta = {k: after[k] - before[k] for k in before if k not in tensors and not np.array_equal(after[k], before[k])}
+    return _package(
+        images, labels, tensors, before, _running_delta(before, state_snapshot(model), tensors),
+        bn_batch_stats=recorder.stats if share_bn_stats else None,
+        include_global_state=include_global_state, share_labels=share_labels, names=names,
+        kind="gradient", model_id=model_id, model_kwargs=model_kwargs, mean=mean, std=std,
+        num_classes=classes, batch_size=int(images.shape[0]), num_samples=int(images.shape[0]),
+        bn_mode=bn_mode, seed=seed,
+    )
 
+
+def _prepare_batch(images, labels, mean, std, bn_mode: str):
+    """Validate a capture's inputs; return arrays and the normalisation (defaults 0 and 1)."""
+    images, labels = _check_batch(images, labels)
+    if bn_mode not in ("train", "eval"):
+        raise ValueError(f"bn_mode must be 'train' or 'eval', got {bn_mode!r}")
+    channels = images.shape[1]
+    mean = list(mean) if mean is not None else [0.0] * channels
+    std = list(std) if std is not None else [1.0] * channels
+    return images, labels, mean, std
+
+
+def _check_logits(logits: paddle.Tensor, labels: np.ndarray, num_classes: Optional[int]) -> int:
+    """Check the model's output shape and the label range; return the number of classes."""
+    if logits.ndim != 2:
+        raise ValueError(f"the model must return [B, num_classes] logits, got shape {list(logits.shape)}")
+    classes = int(num_classes or logits.shape[1])
+    if labels.max() >= classes or labels.min() < 0:
+        raise ValueError(f"labels must lie in [0, {classes}), got {labels.min()}..{labels.max()}")
+    return classes
+
+
+def _running_delta(before: dict, after: dict, trainable: dict) -> Optional[dict]:
+    """Change of the non-trainable state entries (BN running statistics), None if none moved."""
+    delta = {k: after[k] - before[k] for k in before if k not in trainable and not np.array_equal(after[k], before[k])}
+    return delta or None
+
+
+def _package(
+    images: np.ndarray,
+    labels: np.ndarray,
+    tensors: dict,
+    before: dict,
+    buffer_delta: Optional[dict],
+    bn_batch_stats: Optional[dict],
+    include_global_state: bool,
+    share_labels: bool,
+    names: Optional[Sequence[str]],
+    model_kwargs: Optional[dict],
+    mean: Sequence[float],
+    std: Sequence[float],
+    **meta_fields,
+) -> tuple[ClientUpdate, Secret]:
+    """Assemble the update (what leaves the client) and the secret (the ground truth)."""
     meta = UpdateMeta(
-        kind="gradient",
-        model_id=model_id,
         model_kwargs=dict(model_kwargs or {}),
         input_shape=list(images.shape[1:]),
         mean=[float(m) for m in mean],
         std=[float(s) for s in std],
-        num_classes=classes,
-        batch_size=int(images.shape[0]),
-        num_samples=int(images.shape[0]),
-        bn_mode=bn_mode,
         labels_shared=share_labels,
         loss="ce-mean",
-        seed=seed,
+        **meta_fields,
     )
     update = ClientUpdate(
         tensors=tensors,
         meta=meta,
         global_state=before if include_global_state else None,
-        buffer_delta=buffer_delta or None,
-        bn_batch_stats=recorder.stats if (share_bn_stats and recorder.stats) else None,
+        buffer_delta=buffer_delta,
+        bn_batch_stats=bn_batch_stats or None,
         labels=labels.copy() if share_labels else None,
     )
-    secret = Secret(images=images, labels=labels, names=list(names or []))
-    return update, secret
+    return update, Secret(images=images, labels=labels, names=list(names or []))
 
 
 def _check_batch(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -265,9 +291,7 @@ def compute_fedavg_update(
         ``meta.local_steps`` (K), ``meta.local_epochs``, ``meta.batch_size`` (b) and
         ``meta.num_samples`` (n) set; ``update.global_state`` is θ0 captured before training.
     """
-    images, labels = _check_batch(images, labels)
-    if bn_mode not in ("train", "eval"):
-        raise ValueError(f"bn_mode must be 'train' or 'eval', got {bn_mode!r}")
+    images, labels, mean, std = _prepare_batch(images, labels, mean, std, bn_mode)
     try:
         lr = float(lr)
     except (TypeError, ValueError):
@@ -277,9 +301,6 @@ def compute_fedavg_update(
     n = int(images.shape[0])
     b = n if batch_size is None else int(batch_size)
     steps = local_minibatches(n, b, local_epochs, shuffle, seed)
-    channels = images.shape[1]
-    mean = list(mean) if mean is not None else [0.0] * channels
-    std = list(std) if std is not None else [1.0] * channels
 
     before = state_snapshot(model)  # θ0, copied: state_dict() aliases the live tensors
     modes = [(layer, layer.training) for layer in model.sublayers(include_self=True)]
@@ -292,12 +313,8 @@ def compute_fedavg_update(
         for step, index in enumerate(steps):
             idx = paddle.to_tensor(index)
             logits = model(paddle.gather(x_all, idx))
-            if logits.ndim != 2:
-                raise ValueError(f"the model must return [B, num_classes] logits, got shape {list(logits.shape)}")
             if classes is None:
-                classes = int(num_classes or logits.shape[1])
-                if labels.max() >= classes or labels.min() < 0:
-                    raise ValueError(f"labels must lie in [0, {classes}), got {labels.min()}..{labels.max()}")
+                classes = _check_logits(logits, labels, num_classes)
             loss = PF.cross_entropy(logits, paddle.gather(y_all, idx))
             grads = paddle.grad(loss, [p for _, p in named])
             with paddle.no_grad():
@@ -312,32 +329,11 @@ def compute_fedavg_update(
             layer.training = training
 
     tensors = {name: (after[name] - before[name]).astype(np.float32) for name, _ in named}
-    buffer_delta = None
-    if bn_mode == "train" and update_bn_stats:
-        buffer_delta = {k: after[k] - before[k] for k in before if k not in tensors and not np.array_equal(after[k], before[k])}
-    meta = UpdateMeta(
-        kind="weight_delta",
-        model_id=model_id,
-        model_kwargs=dict(model_kwargs or {}),
-        input_shape=list(images.shape[1:]),
-        mean=[float(m) for m in mean],
-        std=[float(s) for s in std],
-        num_classes=int(classes),
-        batch_size=b,
-        num_samples=n,
-        local_steps=len(steps),
-        local_epochs=int(local_epochs),
-        lr=float(lr),
-        bn_mode=bn_mode,
-        labels_shared=share_labels,
-        loss="ce-mean",
-        seed=seed,
+    keep_buffers = bn_mode == "train" and update_bn_stats
+    return _package(
+        images, labels, tensors, before, _running_delta(before, after, tensors) if keep_buffers else None,
+        bn_batch_stats=None, include_global_state=include_global_state, share_labels=share_labels, names=names,
+        kind="weight_delta", model_id=model_id, model_kwargs=model_kwargs, mean=mean, std=std,
+        num_classes=int(classes), batch_size=b, num_samples=n, local_steps=len(steps),
+        local_epochs=int(local_epochs), lr=float(lr), bn_mode=bn_mode, seed=seed,
     )
-    update = ClientUpdate(
-        tensors=tensors,
-        meta=meta,
-        global_state=before if include_global_state else None,
-        buffer_delta=buffer_delta or None,
-        labels=labels.copy() if share_labels else None,
-    )
-    return update, Secret(images=images, labels=labels, names=list(names or []))
