@@ -217,9 +217,9 @@ class GradientInversion:
         One forward in the victim's mode and one first-order ``paddle.grad`` per call (no
         regularizers, no double back-propagation), for orchestrators that only need to score
         candidate batches (E2EGI's greedy seed combination, ALGORITHMS.md §4.6.3). ``labels``
-        default to the configured label strategy; joint (soft) labels are not supported. It
-        evaluates the FedSGD gradient match; a subclass that overrides :meth:`matching_loss`
-        with another observation model should override this too.
+        default to the configured label strategy; joint (soft) labels are not supported. The
+        client's side of the comparison is :meth:`predicted_tensors`, which a subclass with
+        another observation model overrides together with :meth:`matching_loss`.
         """
         cfg = self.config
         model = self.prepare_model(model, update)
@@ -235,10 +235,16 @@ class GradientInversion:
 
         def distance(images: np.ndarray) -> float:
             x = paddle.to_tensor(np.asarray(images, dtype=np.float32))
-            grads = paddle.grad(PF.cross_entropy(model(x), y), params)
-            return float(objective(grads, target, cfg.layer_weights))
+            return float(objective(self.predicted_tensors(model, x, y, params), target, cfg.layer_weights))
 
         return distance
+
+    def predicted_tensors(
+        self, model: nn.Layer, x: paddle.Tensor, y: paddle.Tensor, params: list[paddle.Tensor]
+    ) -> list[paddle.Tensor]:
+        """What the client would send for images ``x`` and labels ``y``, first order only (no
+        graph kept): the FedSGD gradient ∇_θ CE(f_θ(x), y), paired with ``params``."""
+        return list(paddle.grad(PF.cross_entropy(model(x), y), params))
 
     # ------------------------------------------------------- hooks for subclasses
     def num_images(self, update: ClientUpdate) -> int:

@@ -475,23 +475,15 @@ class FedAvgInversion(GradientInversion):
         self.check_update(update)
         if self.options.reference:
             raise ConfigError("reference mode has no differentiable matching distance")
-        runner = self._resolved(model)
-        model = runner.prepare_model(model, update)
-        ctx, cfg = runner._ctx, runner.config
-        target = runner.observed_tensors(update, trainable_parameters(model))
-        if labels is None:
-            labels = runner.resolve_labels(update)[0]
-        if labels is None:
-            raise ValueError("gradient_distance needs fixed labels; the 'joint' label strategy optimises them")
-        y = paddle.to_tensor(np.asarray(labels, dtype=np.int64))
-        objective = OBJECTIVES.get(cfg.objective)
+        return GradientInversion.gradient_distance(self._resolved(model), model, update, labels)
 
-        def distance(images: np.ndarray) -> float:
-            x = paddle.to_tensor(np.asarray(images, dtype=np.float32))
-            sim = simulate_local_sgd(model, x, y, ctx.lr, ctx.batch_size, ctx.epochs, create_graph=False, running=ctx.start_running)
-            return float(objective([sim.delta[name] for name in ctx.names], target, cfg.layer_weights))
-
-        return distance
+    def predicted_tensors(
+        self, model: nn.Layer, x: paddle.Tensor, y: paddle.Tensor, params: list[paddle.Tensor]
+    ) -> list[paddle.Tensor]:
+        """ΔŴ = θ_K − θ_0 of a first-order simulation of the client's local training on ``x``."""
+        ctx = self._ctx
+        sim = simulate_local_sgd(model, x, y, ctx.lr, ctx.batch_size, ctx.epochs, create_graph=False, running=ctx.start_running)
+        return [sim.delta[name] for name in ctx.names]
 
     def _resolved(self, model: nn.Layer) -> "FedAvgInversion":
         """A copy whose BN regulariser uses the resolved EMA momentum/convention."""
