@@ -130,7 +130,7 @@ def compute_update(
     for name, value in tensors.items():
         if not np.all(np.isfinite(value)):
             raise ValueError(f"the gradient of {name} is not finite; check the model and inputs")
-    return _package(
+    return package_update(
         images, labels, tensors, before, _running_delta(before, state_snapshot(model), tensors),
         bn_batch_stats=recorder.stats if share_bn_stats else None,
         include_global_state=include_global_state, share_labels=share_labels, names=names,
@@ -167,7 +167,7 @@ def _running_delta(before: dict, after: dict, trainable: dict) -> Optional[dict]
     return delta or None
 
 
-def _package(
+def package_update(
     images: np.ndarray,
     labels: np.ndarray,
     tensors: dict,
@@ -180,9 +180,15 @@ def _package(
     model_kwargs: Optional[dict],
     mean: Sequence[float],
     std: Sequence[float],
+    update_class: type = ClientUpdate,
     **meta_fields,
 ) -> tuple[ClientUpdate, Secret]:
-    """Assemble the update (what leaves the client) and the secret (the ground truth)."""
+    """Assemble the update (what leaves the client) and the secret (the ground truth).
+
+    ``meta_fields`` are the :class:`UpdateMeta` fields that depend on how the update was made
+    (kind, model id, classes, batch size, local steps, lr, BN mode, defenses, seed);
+    ``update_class`` lets a capture return a :class:`ClientUpdate` subclass.
+    """
     meta = UpdateMeta(
         model_kwargs=dict(model_kwargs or {}),
         input_shape=list(images.shape[1:]),
@@ -192,7 +198,7 @@ def _package(
         loss="ce-mean",
         **meta_fields,
     )
-    update = ClientUpdate(
+    update = update_class(
         tensors=tensors,
         meta=meta,
         global_state=before if include_global_state else None,
@@ -330,7 +336,7 @@ def compute_fedavg_update(
 
     tensors = {name: (after[name] - before[name]).astype(np.float32) for name, _ in named}
     keep_buffers = bn_mode == "train" and update_bn_stats
-    return _package(
+    return package_update(
         images, labels, tensors, before, _running_delta(before, after, tensors) if keep_buffers else None,
         bn_batch_stats=None, include_global_state=include_global_state, share_labels=share_labels, names=names,
         kind="weight_delta", model_id=model_id, model_kwargs=model_kwargs, mean=mean, std=std,

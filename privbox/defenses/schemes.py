@@ -43,7 +43,7 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
-from ..update import ClientUpdate, ModelMismatchError, Secret, UpdateMeta
+from ..update import ClientUpdate, ModelMismatchError, Secret
 from .transforms import batch_clip_noise
 
 __all__ = [
@@ -584,17 +584,12 @@ def scheme_gradient(
 
 
 class SchemeUpdate(ClientUpdate):
-    """A :class:`ClientUpdate` that also checks the architecture change of its scheme.
+    """The :class:`ClientUpdate` of a client under a :class:`DefenseScheme`.
 
-    :meth:`check_model` (called by every attack before it starts) additionally verifies the stem
-    max-pool kernel recorded in ``meta.model_kwargs`` (the ``RA`` scheme), which parameter
-    names and shapes cannot reveal. A saved and loaded update becomes a plain ``ClientUpdate``,
-    whose ``check_model`` performs the same check from ``meta.model_kwargs``.
+    ``meta.defenses`` names the scheme and ``meta.model_kwargs`` carries its architecture change;
+    :meth:`ClientUpdate.check_model` (called by every attack) verifies the stem max-pool kernel
+    of the ``RA`` scheme from there, before and after a save/load round trip.
     """
-
-    def check_model(self, model) -> None:
-        super().check_model(model)
-        check_attack_model(model, self)
 
 
 def capture_with_scheme(
@@ -639,34 +634,20 @@ def capture_with_scheme(
             into the scheme's shards and local iterations, or the settings conflict (dropout on in
             eval mode, real DP-SGD with train-mode BatchNorm).
     """
-    kwargs = scheme.model_kwargs(model_kwargs)
+    from ..client import package_update
+
     result = scheme_gradient(scheme, model, images, labels, mean, std, bn_mode=bn_mode, seed=seed)
     channels = result.images.shape[1]
-    meta = UpdateMeta(
-        kind="gradient",
-        model_id=model_id,
-        model_kwargs=kwargs,
-        input_shape=list(result.images.shape[1:]),
-        mean=[float(m) for m in (mean if mean is not None else [0.0] * channels)],
-        std=[float(s) for s in (std if std is not None else [1.0] * channels)],
-        num_classes=int(result.num_classes),
-        batch_size=int(result.images.shape[0]),
-        num_samples=int(result.images.shape[0]),
-        bn_mode=bn_mode,
-        labels_shared=share_labels,
-        loss="ce-mean",
-        defenses=[scheme.describe()],
-        seed=seed,
-    )
-    update = SchemeUpdate(
-        tensors=result.gradients,
-        meta=meta,
-        global_state=result.global_state if include_global_state else None,
-        buffer_delta=result.buffer_delta or None,
-        labels=result.labels.copy() if share_labels else None,
-    )
     ordered_names = [list(names)[i] for i in result.order] if names else []
-    return update, Secret(images=result.images, labels=result.labels, names=ordered_names)
+    return package_update(
+        result.images, result.labels, result.gradients, result.global_state, result.buffer_delta or None,
+        bn_batch_stats=None, include_global_state=include_global_state, share_labels=share_labels,
+        names=ordered_names, model_kwargs=scheme.model_kwargs(model_kwargs),
+        mean=mean if mean is not None else [0.0] * channels, std=std if std is not None else [1.0] * channels,
+        update_class=SchemeUpdate, kind="gradient", model_id=model_id, num_classes=int(result.num_classes),
+        batch_size=int(result.images.shape[0]), num_samples=int(result.images.shape[0]), bn_mode=bn_mode,
+        defenses=[scheme.describe()], seed=seed,
+    )
 
 
 # ------------------------------------------------------------------------------ attacker side
