@@ -1,30 +1,23 @@
 """The attack tutorial (docs/en/attacks.md) runs as written; its figures exist and are small."""
 
-import contextlib
-import io
 import re
 import time
-from pathlib import Path
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
-FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
+from tutorials import DOCS, blocks, page, run_blocks
+
 IMAGE = re.compile(r"!\[[^\]]*\]\(\.\./images/([^)]+)\)")
 
 
 def test_attack_tutorial_runs_as_written(tmp_path, monkeypatch):
-    text = (DOCS / "en" / "attacks.md").read_text(encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     namespace = {"__name__": "attacks_tutorial"}
-    times = []
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        for index, (kind, body) in enumerate(FENCE.findall(text)):
-            if kind != "python":
-                continue
-            tic = time.perf_counter()
-            exec(compile(body, f"attacks.md block {index}", "exec"), namespace)
-            times.append(round(time.perf_counter() - tic, 1))
-    printed = out.getvalue()
+    times, outputs = [], []
+    tic = time.perf_counter()
+    for _, printed in run_blocks(blocks(page("attacks.md")), namespace, "attacks.md", kinds=("python",)):
+        times.append(round(time.perf_counter() - tic, 1))
+        outputs.append(printed)
+        tic = time.perf_counter()
+    printed = "".join(outputs)
     print(printed, times)
     assert "refused:" in printed and "has_bn_batch_stats" in printed
     assert "early stop" in printed

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import re
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from privbox.metrics import evaluate
 from privbox.nn import ConvNet
 from privbox.nn.functional_model import functional_call, parameter_gradients, substitute_parameters
 from privbox.update import MissingCapabilityError
+from tutorials import blocks, page, run_blocks, shown_after
 
 ROOT = Path(__file__).resolve().parents[2]
 MEAN, STD = [0.5], [0.5]
@@ -263,34 +262,13 @@ def test_reference_mode_runs_for_any_number_of_classes(grad_weight):
 
 
 # ------------------------------------------------------------------------- docs
-FENCE = re.compile(r"```(python|text)\n(.*?)```", re.S)
-
-
-def _doc(language: str) -> str:
-    return (ROOT / "docs" / language / "fedavg-inversion.md").read_text(encoding="utf-8")
-
-
-def test_english_and_chinese_tutorials_have_the_same_code_and_sections():
-    en, zh = _doc("en"), _doc("zh")
-    assert FENCE.findall(en) == FENCE.findall(zh)
-    heading = re.compile(r"^(#+) (\d+\.)?", re.M)
-    assert heading.findall(en) == heading.findall(zh)
-
-
 def test_tutorial_runs_as_written_and_shows_its_output():
-    blocks = FENCE.findall(_doc("en"))
-    namespace = {"__name__": "fedavg_tutorial"}
+    page_blocks = blocks(page("fedavg-inversion.md"))
     checked = 0
-    for index, (kind, body) in enumerate(blocks):
-        if kind != "python":
-            continue
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            exec(compile(body, f"fedavg-inversion.md block {index}", "exec"), namespace)
-        shown = blocks[index + 1][1] if index + 1 < len(blocks) and blocks[index + 1][0] == "text" else None
+    for index, printed in run_blocks(page_blocks, {"__name__": "fedavg_tutorial"}, "fedavg-inversion.md", kinds=("python",)):
+        shown = shown_after(page_blocks, index)
         if shown is None:
             continue
-        printed = out.getvalue()
         if printed.startswith("PSNR"):
             # Attack PSNRs may differ in the last digit across CPUs; check the claim instead.
             before, after = (float(v) for v in re.findall(r"([0-9.]+) dB", printed))

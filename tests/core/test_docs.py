@@ -1,19 +1,10 @@
 """README/README_cn, docs/en/docs/zh parity, .ci/run agreement, and runnable tutorials."""
 
-import contextlib
-import io
-import os
-import re
-from pathlib import Path
-
-import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
+from tutorials import NUMBERED_HEADING, ROOT, blocks, run_blocks
 
 
 def code_blocks(text: str, lang: str = None) -> list[str]:
-    return [body for kind, body in FENCE.findall(text) if lang is None or kind == lang]
+    return [body for kind, body in blocks(text) if lang is None or kind == lang]
 
 
 def headings(text: str, level: str = "## ") -> list[str]:
@@ -53,18 +44,15 @@ def test_docs_en_and_zh_have_the_same_files_sections_and_code():
         a = (ROOT / "docs" / "en" / rel).read_text(encoding="utf-8")
         b = (ROOT / "docs" / "zh" / rel).read_text(encoding="utf-8")
         assert len(headings(a)) == len(headings(b)), rel
-        assert code_blocks(a) == code_blocks(b), f"{rel}: code blocks differ between languages"
+        assert NUMBERED_HEADING.findall(a) == NUMBERED_HEADING.findall(b), f"{rel}: section numbering differs"
+        assert blocks(a) == blocks(b), f"{rel}: code and output blocks differ between languages"
 
 
 def test_getting_started_runs_as_written(tmp_path, monkeypatch):
-    text = (ROOT / "docs" / "en" / "getting-started.md").read_text(encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        for block in code_blocks(text, "python"):
-            exec(compile(block, "getting-started.md", "exec"), namespace)
-    printed = out.getvalue()
+    text = (ROOT / "docs" / "en" / "getting-started.md").read_text(encoding="utf-8")
+    printed = "".join(out for _, out in run_blocks(blocks(text), namespace, "getting-started.md", kinds=("python",)))
     assert "fails: pool2d_grad_grad" in printed and "double grad OK" in printed
     assert (tmp_path / "update.safetensors").exists()
     from privbox.metrics import evaluate
