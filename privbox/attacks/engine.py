@@ -31,7 +31,7 @@ from .config import AttackConfig
 from .lbfgs import NumpyLBFGS
 from .objectives import OBJECTIVES
 from .reconstruction import Reconstruction
-from .regularizers import Regularizer, _total_variation, build_regularizers
+from .regularizers import Regularizer, build_regularizers
 from .schedules import SCHEDULES
 from .state import TrialState, config_fingerprint
 
@@ -475,7 +475,7 @@ class GradientInversion:
                         f"iteration {state.iteration}: early stop, gradient loss {state.best_loss:.3g} < {cfg.early_stop_loss}"
                     )
                     break
-                if cfg.early_stop_tv and float(_total_variation(paddle.to_tensor(state.best_x))) < cfg.early_stop_tv:
+                if self._best_tv_below_threshold(state):
                     state.events.append(f"iteration {state.iteration}: early stop, TV of the best iterate < {cfg.early_stop_tv}")
                     break
         finally:
@@ -492,7 +492,23 @@ class GradientInversion:
             return True
         if cfg.early_stop_loss and state.best_loss < cfg.early_stop_loss:
             return True
-        return bool(cfg.early_stop_tv and float(_total_variation(paddle.to_tensor(state.best_x))) < cfg.early_stop_tv)
+        return self._best_tv_below_threshold(state)
+
+    def _best_tv_below_threshold(self, state: TrialState) -> bool:
+        """The GA stopping rule: TV of the best iterate < ``early_stop_tv``.
+
+        The TV (same anisotropic mean-L1 as the ``tv`` regulariser) is recomputed only when the
+        best iterate has changed since the last check.
+        """
+        threshold = self.config.early_stop_tv
+        if not threshold:
+            return False
+        key = (id(state), state.best_iteration, state.best_loss)
+        if getattr(self, "_tv_key", None) != key:
+            best = state.best_x
+            tv = np.abs(np.diff(best, axis=3)).mean() + np.abs(np.diff(best, axis=2)).mean()
+            self._tv_key, self._tv_value = key, float(tv)
+        return self._tv_value < threshold
 
     def _step(self, optimizer, losses, track, variables, lr: float, t: int) -> tuple[float, bool]:
         """One iteration of the configured step rule; returns (gradient loss, all finite)."""
