@@ -18,9 +18,9 @@ with warnings.catch_warnings():
     require_paddle()
 
 _LAZY = {
-    "ClientUpdate": "privbox.update",
-    "ThreatModel": "privbox.update",
-    "Secret": "privbox.update",
+    "ClientUpdate": "privbox.core.update",
+    "ThreatModel": "privbox.core.update",
+    "Secret": "privbox.core.update",
     "compute_update": "privbox.client",
     "Reconstruction": "privbox.attacks",
     "DLG": "privbox.attacks",

@@ -1,8 +1,8 @@
 """The victim side: compute what a federated client sends for a batch.
 
 ``compute_update`` runs one forward/backward of the batch-mean cross-entropy at θ0 (FedSGD) in
-the chosen BN mode and returns the :class:`~privbox.update.ClientUpdate` (what leaves the client)
-and the :class:`~privbox.update.Secret` (the ground truth, for metrics only).
+the chosen BN mode and returns the :class:`~privbox.core.update.ClientUpdate` (what leaves the client)
+and the :class:`~privbox.core.update.Secret` (the ground truth, for metrics only).
 ``compute_fedavg_update`` runs a FedAvg client's local training (K plain SGD steps over
 minibatches) and returns the weight delta ΔW = θ_K − θ_0 the same way.
 """
@@ -19,7 +19,7 @@ import paddle.nn as nn
 
 from .nn import functional as PF
 from .nn.convert import trainable_parameters
-from .update import ClientUpdate, Secret, UpdateMeta
+from .core.update import ClientUpdate, Secret, UpdateMeta
 
 BN_TYPES = (nn.BatchNorm1D, nn.BatchNorm2D, nn.BatchNorm3D, nn.BatchNorm)
 

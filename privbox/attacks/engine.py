@@ -6,7 +6,7 @@ signed-gradient option), an lr schedule, Langevin noise, a box constraint, a lab
 best-iterate tracking by gradient loss, a NaN guard that restores the best iterate and lowers
 the lr, restarts, a tqdm bar, a snapshot callback and checkpoints from which an interrupted run
 resumes to the same result. The attacker only ever sees the
-:class:`~privbox.update.ClientUpdate`.
+:class:`~privbox.core.update.ClientUpdate`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from ..client import denormalize
 from ..nn import functional as PF
 from ..nn.convert import make_twice_differentiable, trainable_parameters
 from ..nn.functional_model import parameter_gradients
-from ..update import ClientUpdate, MissingCapabilityError
+from ..core.update import ClientUpdate, MissingCapabilityError
 from .config import AttackConfig
 from .lbfgs import NumpyLBFGS
 from .objectives import OBJECTIVES

@@ -46,7 +46,7 @@ from ..client import bn_layers, denormalize, local_minibatches
 from ..nn import functional as PF
 from ..nn.convert import trainable_parameters
 from ..nn.functional_model import parameter_gradients, substitute_parameters
-from ..update import ClientUpdate, MissingCapabilityError
+from ..core.update import ClientUpdate, MissingCapabilityError
 from .config import AttackConfig, ConfigError
 from .engine import GradientInversion, IterationInfo, SnapshotCallback, _Adam
 from .objectives import OBJECTIVES

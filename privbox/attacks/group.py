@@ -30,7 +30,7 @@ import numpy as np
 import paddle.nn as nn
 
 from ..client import denormalize
-from ..update import ClientUpdate
+from ..core.update import ClientUpdate
 from .config import AttackConfig, ConfigError
 from .engine import GradientInversion, IterationInfo
 from .presets import gradinversion

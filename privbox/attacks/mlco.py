@@ -30,7 +30,7 @@ from typing import Any, Optional
 import numpy as np
 import paddle.nn as nn
 
-from ..update import ClientUpdate
+from ..core.update import ClientUpdate
 from .config import AttackConfig, ConfigError
 from .group import Combination, SeedCallback, _check_seed_config, _SeedRunner, _segment_seed, _without_group, combine
 from .presets import e2egi

@@ -11,7 +11,7 @@ from typing import Callable, Optional, Sequence
 
 import paddle
 
-from .registry import Registry
+from ..core.registry import Registry
 
 Objective = Callable[[Sequence[paddle.Tensor], Sequence[paddle.Tensor], Optional[Sequence[float]]], paddle.Tensor]
 OBJECTIVES: Registry[Objective] = Registry("objective")

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..update import _read_safetensors, _write_safetensors
+from ..core.update import _read_safetensors, _write_safetensors
 
 FORMAT_RECONSTRUCTION = "privbox.Reconstruction"
 

@@ -14,8 +14,8 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
-from ..update import ClientUpdate, MissingCapabilityError
-from .registry import Registry
+from ..core.update import ClientUpdate, MissingCapabilityError
+from ..core.registry import Registry
 
 REGULARIZERS: Registry[type] = Registry("regularizer")
 BN_TYPES = (nn.BatchNorm1D, nn.BatchNorm2D, nn.BatchNorm3D, nn.BatchNorm)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from .registry import Registry
+from ..core.registry import Registry
 
 Schedule = Callable[..., float]
 SCHEDULES: Registry[Schedule] = Registry("lr schedule")

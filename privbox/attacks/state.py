@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..update import UpdateFileError, _read_safetensors, _write_safetensors
+from ..core.update import UpdateFileError, _read_safetensors, _write_safetensors
 
 FORMAT_STATE = "privbox.AttackState"
 

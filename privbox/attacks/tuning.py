@@ -39,7 +39,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..update import ClientUpdate, Secret
+from ..core.update import ClientUpdate, Secret
 from .config import AttackConfig
 
 __all__ = [
@@ -441,7 +441,7 @@ class HyperparameterSearch:
     Args:
         config: the attack to tune (its seed is every trial's seed; ``restarts`` is set to 1).
         simulation: the simulation update (:func:`simulation_update`), never the target.
-        truth: the simulation's ground truth (a :class:`~privbox.update.Secret`, pixels in [0, 1]).
+        truth: the simulation's ground truth (a :class:`~privbox.core.update.Secret`, pixels in [0, 1]).
         trials: number of sampled configurations.
         budget: attack iterations per trial.
         record_from: first iteration at which trials are compared.

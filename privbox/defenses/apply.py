@@ -1,4 +1,4 @@
-"""Apply update defenses to a :class:`~privbox.update.ClientUpdate` (ALGORITHMS.md §6).
+"""Apply update defenses to a :class:`~privbox.core.update.ClientUpdate` (ALGORITHMS.md §6).
 
 :func:`defend_update` is the bridge between the update transforms of
 :mod:`privbox.defenses.transforms` (and :class:`~privbox.defenses.DGCCompressor`) and the attack
@@ -32,7 +32,7 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
-from ..update import ClientUpdate, Secret
+from ..core.update import ClientUpdate, Secret
 from .dgc import DGCCompressor
 from .transforms import BatchClipNoise, Compose, GaussianPrivacy, TopKPruning, UpdateDefense
 

@@ -24,11 +24,11 @@ attacker). Real DP-SGD (per-sample clipping, Abadi et al., CCS 2016) is availabl
 
 A :class:`DefenseScheme` is a frozen dataclass; schemes compose with ``+``
 (``SCHEMES["RA"] + SCHEMES["GH"]``, or ``get_scheme("RA+GH")``). :func:`capture_with_scheme`
-computes what a client under a scheme sends, as a :class:`~privbox.update.ClientUpdate` whose
+computes what a client under a scheme sends, as a :class:`~privbox.core.update.ClientUpdate` whose
 ``meta.defenses`` names the scheme and whose ``meta.model_kwargs`` carries the architecture
 change (``maxpool_kernel``), so ``privbox.nn.build_model(meta.model_id, **meta.model_kwargs)``
 rebuilds the victim's model; attacking with a model whose max-pool kernel differs raises
-:class:`~privbox.update.ModelMismatchError` (see :func:`check_attack_model`).
+:class:`~privbox.core.update.ModelMismatchError` (see :func:`check_attack_model`).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
-from ..update import ClientUpdate, ModelMismatchError, Secret
+from ..core.update import ClientUpdate, ModelMismatchError, Secret
 from .transforms import batch_clip_noise
 
 __all__ = [

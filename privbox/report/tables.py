@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .._atomic import atomic_output
+from ..core.atomic import atomic_output
 
 import json
 import math

@@ -15,7 +15,7 @@ from privbox.data import make_target_batch
 from privbox.metrics import evaluate
 from privbox.nn import ConvNet
 from privbox.nn.functional_model import functional_call, parameter_gradients, substitute_parameters
-from privbox.update import MissingCapabilityError
+from privbox.core.update import MissingCapabilityError
 from tutorials import blocks, page, run_blocks, shown_after
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from privbox.attacks import ConfigError, e2egi, mlco_plan, run_mlco
-from privbox.update import MissingCapabilityError
+from privbox.core.update import MissingCapabilityError
 
 from tiny_victim import tiny_capture
 

@@ -21,7 +21,7 @@ from privbox.client import compute_update, denormalize
 from privbox.data import make_target_batch
 from privbox.metrics import evaluate, psnr
 from privbox.nn import resnet18
-from privbox.update import MissingCapabilityError
+from privbox.core.update import MissingCapabilityError
 
 from tiny_victim import tiny_capture
 

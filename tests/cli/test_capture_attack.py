@@ -9,7 +9,7 @@ import pytest
 
 from privbox.attacks import Reconstruction
 from privbox.cli.main import main
-from privbox.update import ClientUpdate, Secret
+from privbox.core.update import ClientUpdate, Secret
 
 from cli_helpers import TINY_ADAM, TINY_CAPTURE
 

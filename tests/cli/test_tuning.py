@@ -25,7 +25,7 @@ from privbox.client import compute_update, normalize
 from privbox.config import load_config
 from privbox.data import make_target_batch
 from privbox.nn import build_model
-from privbox.update import ClientUpdate, Secret
+from privbox.core.update import ClientUpdate, Secret
 
 # Signed Adam (GA rule), joint labels: tens of milliseconds per iteration on the tiny LeNet.
 TINY = dict(iterations=40, label_strategy="joint", early_stop_tv=0.0, progress=False)

@@ -13,7 +13,7 @@ from privbox.client import compute_update
 from privbox.data import load_samples, make_target_batch
 from privbox.metrics import evaluate
 from privbox.nn import DLGLeNet
-from privbox.update import MissingCapabilityError
+from privbox.core.update import MissingCapabilityError
 
 MEAN, STD = [0.5] * 3, [0.5] * 3
 # Five different natural photographs from the embedded samples.

@@ -9,7 +9,7 @@ import pytest
 from privbox.attacks import recover_bn_statistics
 from privbox.client import BNStatsRecorder, compute_fedavg_update, compute_update, local_minibatches, normalize, state_snapshot
 from privbox.nn import ConvNet
-from privbox.update import ClientUpdate
+from privbox.core.update import ClientUpdate
 
 MEAN, STD = [0.5], [0.25]
 

@@ -83,7 +83,7 @@ def test_same_label_matching_respects_labels(images):
 
 def test_evaluate_names_matching_and_label_accuracy(images):
     from privbox.attacks import Reconstruction
-    from privbox.update import Secret
+    from privbox.core.update import Secret
 
     secret = Secret(images=images[:2], labels=np.array([3, 5]))
     recon = Reconstruction(

@@ -9,7 +9,7 @@ import pytest
 from privbox.client import compute_update
 from privbox.data import make_target_batch
 from privbox.nn import ConvNet, DLGLeNet
-from privbox.update import (
+from privbox.core.update import (
     ClientUpdate,
     MissingCapabilityError,
     ModelMismatchError,

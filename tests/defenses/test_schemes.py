@@ -23,7 +23,7 @@ from privbox.defenses.schemes import (
 )
 from privbox.nn import ConvNet, DLGLeNet, resnet18
 from privbox.nn.layers import Dropout
-from privbox.update import ModelMismatchError
+from privbox.core.update import ModelMismatchError
 
 MEAN, STD = [0.5] * 3, [0.5] * 3
 
@@ -244,7 +244,7 @@ def test_ra_kernel_check_survives_save_and_load(tmp_path):
 
     from privbox.client import compute_update
     from privbox.nn import resnet18
-    from privbox.update import ClientUpdate, ModelMismatchError
+    from privbox.core.update import ClientUpdate, ModelMismatchError
 
     images = np.random.default_rng(0).random((1, 3, 64, 64)).astype(np.float32)
     victim = resnet18(num_classes=10, stem="imagenet", maxpool_kernel=19, width=4)

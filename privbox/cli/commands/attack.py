@@ -57,7 +57,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``privbox attack``; returns the exit code (130 when interrupted)."""
-    from ...update import ClientUpdate
+    from ...core.update import ClientUpdate
 
     extra = [f"run.snapshot_every={args.snapshot_every}"] if args.snapshot_every is not None else []
     config = load_cli_config(args, extra)
@@ -117,7 +117,7 @@ def run_attack_to_dir(
     Args:
         config: the :class:`~privbox.attacks.AttackConfig`.
         run: the :class:`~privbox.config.RunSection` (snapshot and checkpoint intervals, progress).
-        update: the loaded :class:`~privbox.update.ClientUpdate`; ``update_path`` its file.
+        update: the loaded :class:`~privbox.core.update.ClientUpdate`; ``update_path`` its file.
         out: output folder; ``run.json`` there records the config and the update's hash.
         resume: continue the interrupted run in ``out`` (refused if the config or update differ).
         interrupt_after: test hook: raise an interrupt after the snapshot at this iteration.

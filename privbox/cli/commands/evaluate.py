@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from ...attacks import Reconstruction
     from ...metrics import evaluate
     from ...report import markdown_table, save_comparison_grid, write_json_atomic
-    from ...update import Secret
+    from ...core.update import Secret
     from ..main import CliError
 
     recon = Reconstruction.load(args.reconstruction)

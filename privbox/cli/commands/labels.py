@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from ...attacks.tuning import build_model_for_update
     from ...labels import LABEL_METHODS, classifier_parameters, compare_label_methods, label_table_to_markdown
     from ...report import write_json_atomic
-    from ...update import ClientUpdate, Secret
+    from ...core.update import ClientUpdate, Secret
     from ..main import CliError
 
     if args.ginfor and not args.secret:

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     """Execute ``privbox tune``; returns the exit code (130 when interrupted)."""
     from ...attacks.tuning import HyperparameterSearch, simulation_update
     from ...report import write_json_atomic, write_text_atomic
-    from ...update import ClientUpdate
+    from ...core.update import ClientUpdate
     from ..main import CliError
     from .attack import run_attack_to_dir
 

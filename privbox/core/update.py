@@ -18,8 +18,8 @@ from typing import Any, Iterable, Optional, Union
 
 import numpy as np
 
-from ._atomic import atomic_output
-from ._version import __version__
+from .atomic import atomic_output
+from .._version import __version__
 
 FORMAT_UPDATE = "privbox.ClientUpdate"
 FORMAT_SECRET = "privbox.Secret"
@@ -164,7 +164,7 @@ class ClientUpdate:
         if "maxpool_kernel" in self.meta.model_kwargs:
             # A pooling kernel has no parameters, so names and shapes cannot reveal it (the RA
             # scheme of Label-based-Defense changes only this); check it explicitly.
-            from .defenses.schemes import check_attack_model
+            from ..defenses.schemes import check_attack_model
 
             check_attack_model(model, self)
 
