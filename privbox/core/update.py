@@ -29,16 +29,8 @@ PathLike = Union[str, os.PathLike]
 ArrayDict = dict[str, np.ndarray]
 
 
-class UpdateFileError(ValueError):
-    """A file is not a valid privbox safetensors file (pickle, truncated, NaN, wrong format)."""
-
-
-class ModelMismatchError(ValueError):
-    """The model given to an attack does not match the update's parameter names/shapes."""
-
-
-class MissingCapabilityError(ValueError):
-    """The update lacks something an attack's threat model needs."""
+# The error types live in privbox.core.errors; re-exported here for existing imports.
+from .errors import MissingCapabilityError, ModelMismatchError, UpdateFileError  # noqa: E402
 
 
 @dataclass
