@@ -18,7 +18,6 @@ from typing import Any, Optional
 import numpy as np
 import paddle
 
-from ..core.errors import ConfigError, MissingCapabilityError
 from .spec import AttackEntry, DefenseEntry, merge_client
 
 __all__ = ["CellResult", "client_spec", "run_cell", "random_start_pixels", "population_prior"]
@@ -104,7 +103,7 @@ def run_cell(attack: AttackEntry, defense: DefenseEntry, seed: int, extra_defens
         update, secret = None, None
         for round_index in range(defense.rounds):
             update, secret = client.run_round(round_index=round_index)
-    except (ConfigError, MissingCapabilityError) as exc:
+    except ValueError as exc:  # PrivboxError kinds and the defenses' own refusals
         declared = _requirement_text(names, DEFENSES)
         if not declared and not spec.scheme:
             raise

@@ -172,3 +172,15 @@ def settings_rows(spec: MatrixSpec) -> list[dict]:
         if attack.note:
             rows.append({"attack": attack.name, "setting": "why", "paper": "", "cpu": attack.note})
     return rows
+
+
+def pairing_table(rows: list[dict]) -> str:
+    """A compact markdown table of summary rows (what the example scripts print)."""
+    from ..report import markdown_table
+
+    shown = [dict(r, psnr_text="skipped" if r["status"] != "ok" else f"{r['psnr_mean']:.1f} ± {r['psnr_std']:.1f}")
+             for r in rows]
+    return markdown_table(shown, ["attack", "defense", "psnr_text", "psnr_random", "ssim_mean", "label_accuracy", "rdlv",
+                                  "accuracy", "epsilon", "verdict"],
+                          ["attack", "defense", "PSNR (dB)", "random start", "SSIM", "label acc.", "RDLV", "model acc.",
+                           "ε", "verdict"])
