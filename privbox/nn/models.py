@@ -38,17 +38,21 @@ class DLGLeNet(nn.Layer):
             attack well conditioned); BatchNorm scales stay 1 and shifts 0.
         batch_norm: put a BatchNorm after each convolution (not in the DLG paper): a cheap victim
             with BN statistics for the attacks that match them (GradInversion, E2EGI, NVIDIA FL).
+        maxpool_kernel: when given, a stem max-pool (stride 1, size-preserving padding) after the
+            first activation; the Label-based-Defense ``RA`` scheme sets it to 19 (RA-i > 0).
     """
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, image_size: int = 32, init_seed: Optional[int] = 0,
-                 batch_norm: bool = False) -> None:
+                 batch_norm: bool = False, maxpool_kernel: Optional[int] = None) -> None:
         super().__init__()
         layers: list[nn.Layer] = []
-        for cin, stride in ((in_channels, 2), (12, 2), (12, 1)):
+        for index, (cin, stride) in enumerate(((in_channels, 2), (12, 2), (12, 1))):
             layers.append(nn.Conv2D(cin, 12, 5, stride=stride, padding=2))
             if batch_norm:
                 layers.append(BatchNorm2D(12))
             layers.append(nn.Sigmoid())
+            if maxpool_kernel is not None and index == 0:
+                layers.append(MaxPool2D(int(maxpool_kernel), stride=1, padding=int(maxpool_kernel) // 2))
         self.body = nn.Sequential(*layers)
         side = math.ceil(math.ceil(image_size / 2) / 2)
         self.fc = nn.Linear(12 * side * side, num_classes)
