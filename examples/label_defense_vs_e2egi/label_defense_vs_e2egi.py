@@ -18,7 +18,7 @@ from privbox.experiments.summary import pairing_table
 
 VICTIM = {"model": "dlg_lenet", "model_kwargs": {"batch_norm": True}, "image_size": 16, "num_images": 4,
           "mean": [0.5] * 3, "std": [0.5] * 3, "include_bn_stats": True}
-ATTACK = {"preset": "e2egi", "label_strategy": "recover", "label_method": "e2egi", "noise": 0.0,
+ATTACK = {"preset": "e2egi_single", "label_strategy": "recover", "label_method": "e2egi", "noise": 0.0,
           "regularizers": {"tv": 1e-4, "bn": {"weight": 0.001, "source": "exact"}}}
 
 

@@ -4,8 +4,8 @@ The client is :class:`privbox.fl.client.Client` built from the attack's victim s
 defense row; the attack is :func:`privbox.attacks.build_attack` of the attack entry. Whether a
 pair can run at all is read from the registries: a defense whose ``requires`` the victim does not
 meet makes the client refuse (the refusal is the skip reason), and an attack whose required
-capabilities (:meth:`privbox.attacks.build.Attack.required_capabilities`, from the ATTACKS entry,
-its engine and its regularizers) are missing from the defended update is skipped with the
+capabilities (its engine's entry in ``ENGINES`` plus what the configured objective, label
+strategy and regularizers declare, :meth:`privbox.attacks.build.Attack.required_capabilities`) are missing from the defended update is skipped with the
 missing capability names. Nothing here dispatches on an attack's or defense's name.
 """
 
@@ -88,6 +88,7 @@ def run_cell(attack: AttackEntry, defense: DefenseEntry, seed: int, extra_defens
     the population-average prior), the client's defense descriptions and wall times.
     """
     from ..attacks import build_attack
+    from ..attacks.registries import ENGINES
     from ..defenses import DEFENSES
     from ..fl.client import Client
     from ..metrics import evaluate
@@ -110,10 +111,12 @@ def run_cell(attack: AttackEntry, defense: DefenseEntry, seed: int, extra_defens
         return _skip(base, f"{declared or 'scheme ' + str(spec.scheme)}: {exc}")
     capture_s = time.perf_counter() - start
     runner = build_attack(dict(attack.attack, progress=progress, seed=int(seed)))
-    missing = update.threat_model().missing(runner.required_capabilities(update))
+    engine = runner.engine_name(update)
+    needed = sorted(set(runner.required_capabilities(update)) | set(ENGINES.entry(engine).requires))
+    missing = update.threat_model().missing(needed)
     if missing:
-        return _skip(base, f"attack {attack.name} needs {missing}, which the update under "
-                           f"{defense.name!r} does not carry")
+        return _skip(base, f"attack {attack.name} ({engine} engine and its regularizers) needs {missing}, which the "
+                           f"update under {defense.name!r} does not carry")
     recon = runner.run(_attack_model(update), update)
     scores = evaluate(recon, secret)
     meta = update.meta

@@ -126,19 +126,29 @@ class DefenseEntry:
 
 @dataclass
 class UtilitySpec:
-    """How the model accuracy under each defense is measured (a short training run of the victim
-    architecture under the defense, on the embedded-photograph proxy task).
+    """How the model accuracy under each defense row is measured: a short FedAvg run
+    (:func:`privbox.fl.simulation.run_simulation`) whose clients are the row's victim, on the
+    embedded-photograph task, evaluated on held-out crops (see :mod:`privbox.experiments.utility`).
 
-    ``enabled: false`` leaves the accuracy columns empty.
+    ``enabled: false`` leaves the accuracy and ε columns empty.
     """
 
     enabled: bool = True
-    epochs: int = 3
-    lr: float = 0.05
-    batch_size: int = 16
-    train_per_image: int = 12
-    test_per_image: int = 6
+    rounds: int = 5
+    clients: int = 4
+    images_per_client: int = 32
+    batch_size: int = 8
+    lr: float = 0.5
+    eval_images: int = 100
     delta: float = 1e-5
+
+    def __post_init__(self) -> None:
+        for key in ("rounds", "clients", "images_per_client", "batch_size", "eval_images"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{key} must be a positive integer, got {value!r}", where="utility")
+        if not float(self.lr) > 0:
+            raise ConfigError(f"lr must be positive, got {self.lr!r}", where="utility")
 
     @classmethod
     def from_dict(cls, data: Any) -> "UtilitySpec":

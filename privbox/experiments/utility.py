@@ -1,19 +1,26 @@
 """Model accuracy under a defense row, from the same client spec as the attacked cells.
 
-The victim architecture of the attack entry (model, kwargs, image size, classes) is trained for a
-few epochs on the embedded-photograph proxy task (:func:`privbox.defenses.utility.sample_task`)
-by :func:`privbox.defenses.utility.measure_utility`, once with no defense and once per defense
-row, with the same initialisation, batches and learning rate (a matched comparison). The task is a
-proxy that ranks defenses by how much they slow learning; it is not a benchmark accuracy.
+The victim of the attack entry (model, kwargs, image size, classes, normalisation, BN mode), with
+the defense row's defenses, scheme and client settings, becomes every client of a short FedAvg run
+of :func:`privbox.fl.simulation.run_simulation` on the embedded-photograph task (one class per
+photograph, jittered crops, held-out evaluation images). The result is the final held-out accuracy
+and, for DP-SGD clients, the largest ε the privacy ledger recorded. All rows of a matrix use the
+same data, rounds, clients and learning rate, so the accuracies are a matched comparison. The
+task is a proxy that ranks defenses by how much they slow learning, not a benchmark accuracy.
 """
 
 from __future__ import annotations
 
+import tempfile
 from typing import Any
 
 from .spec import AttackEntry, DefenseEntry, UtilitySpec
 
-__all__ = ["utility_key", "measure_row_utility"]
+__all__ = ["utility_key", "measure_row_utility", "fl_config"]
+
+#: client-spec fields that describe the attacked capture, not how the victim trains
+_CAPTURE_ONLY = ("share", "include_labels", "include_bn_stats", "include_global_state", "data", "num_images",
+                 "batch_size", "local_steps", "local_epochs", "lr", "seed", "image_size", "channels")
 
 
 def utility_key(attack: AttackEntry, defense: DefenseEntry) -> str:
@@ -23,60 +30,49 @@ def utility_key(attack: AttackEntry, defense: DefenseEntry) -> str:
     return f"{client.get('model', 'dlg_lenet')}({kwargs})_{client.get('image_size', 32)}px__{defense.name}"
 
 
-def _defense_object(spec, utility: UtilitySpec):
-    """The one defense object (or scheme) the row trains with; None for an undefended row."""
-    from ..defenses import build_defense
-
-    if spec.scheme:
-        from ..defenses.schemes.registry import get_scheme
-
-        return get_scheme(spec.scheme)
-    if len(spec.defenses) > 1:
-        return NotImplemented
-    if not spec.defenses:
-        return None
-    d = spec.defenses[0]
-    return build_defense(d.name, d.params, seed=spec.seed)
-
-
-def measure_row_utility(attack: AttackEntry, defense: DefenseEntry, utility: UtilitySpec, seed: int = 0) -> dict[str, Any]:
-    """Test accuracy (and ε where the defense has an accountant) of the victim trained under ``defense``.
-
-    Returns ``{"accuracy", "epsilon", "delta", "steps", "seconds", "note"}``; ``accuracy`` is None
-    when the row combines several defenses (not measured) or the training refused the pair.
-    """
-    from ..core.errors import PrivboxError
-    from ..defenses.utility import measure_utility, sample_task
-    from ..nn.models import build_model
+def fl_config(attack: AttackEntry, defense: DefenseEntry, utility: UtilitySpec, seed: int = 0):
+    """The :class:`~privbox.fl.config.FLConfig` whose clients are the cell's victim under ``defense``."""
+    from ..data import SAMPLE_NAMES
+    from ..fl.config import FLConfig
     from .cell import client_spec
 
     spec = client_spec(attack, defense, seed)
-    obj = _defense_object(spec, utility)
-    if obj is NotImplemented:
-        return {"accuracy": None, "epsilon": None, "note": "several defenses in one row: accuracy not measured"}
-    kwargs = dict(spec.model_kwargs)
-    if spec.model == "dlg_lenet":
-        kwargs.setdefault("image_size", spec.image_size)
-    train, test = sample_task(num_classes=spec.num_classes, train_per_image=utility.train_per_image,
-                              test_per_image=utility.test_per_image, size=spec.image_size, channels=spec.channels,
-                              seed=seed)
+    client = {k: v for k, v in spec.to_dict().items() if k not in _CAPTURE_ONLY}
+    client.update(lr=utility.lr, batch_size=utility.batch_size, local_epochs=1)
+    classes = list(SAMPLE_NAMES[: spec.num_classes or 10])
+    return FLConfig.from_dict({
+        "fl": {"rounds": utility.rounds, "seed": seed},
+        "data": {"classes": classes, "image_size": spec.image_size, "channels": spec.channels, "grey": False,
+                 "jitter": min(2, spec.image_size // 4), "eval_images": utility.eval_images, "aux_images": 4, "seed": seed},
+        "client": client,
+        "clients": [{"name": f"client{i}", "num_images": utility.images_per_client} for i in range(utility.clients)],
+        "ledger": {"delta": utility.delta},
+    })
 
-    def model_fn(classes: int):
-        return build_model(spec.model, num_classes=classes, **kwargs)
+
+def measure_row_utility(attack: AttackEntry, defense: DefenseEntry, utility: UtilitySpec, seed: int = 0) -> dict[str, Any]:
+    """Held-out accuracy (and ε for DP-SGD) of the victim trained by FedAvg under ``defense``.
+
+    Returns ``{"accuracy", "best_accuracy", "epsilon", "rounds", "seconds", "note"}``;
+    ``accuracy`` is None when the clients refuse the defense (the reason is in ``note``).
+    """
+    from ..fl.simulation import run_simulation
 
     try:
-        result = measure_utility(obj, dataset=train, test_dataset=test, epochs=utility.epochs, lr=utility.lr,
-                                 batch_size=utility.batch_size, seed=seed, model_fn=model_fn,
-                                 num_classes=spec.num_classes, mean=spec.mean, std=spec.std, delta=utility.delta)
-    except (PrivboxError, ValueError) as exc:
-        return {"accuracy": None, "epsilon": None, "note": f"training refused: {exc}"}
+        config = fl_config(attack, defense, utility, seed)
+        with tempfile.TemporaryDirectory(prefix="privbox-utility-") as tmp:
+            result = run_simulation(config, tmp)
+    except ValueError as exc:  # PrivboxError kinds and the defenses' own refusals
+        return {"accuracy": None, "best_accuracy": None, "epsilon": None, "note": f"training refused: {exc}"}
+    eps = [r["epsilon"] for r in result.ledger if r.get("epsilon") is not None]
+    final = result.history[-1]["accuracy"] if result.history else None
     return {
-        "accuracy": float(result["test_accuracy"]),
-        "epsilon": None if result.get("epsilon") is None else float(result["epsilon"]),
-        "delta": result.get("delta"),
-        "steps": result.get("steps"),
-        "seconds": result.get("seconds"),
-        "diverged": bool(result.get("diverged", False)),
-        "note": str(result.get("defense", "")),
+        "accuracy": None if final is None else float(final),
+        "best_accuracy": None if result.best_accuracy is None else float(result.best_accuracy),
+        "epsilon": float(max(eps)) if eps else None,
+        "delta": utility.delta if eps else None,
+        "rounds": len(result.history),
+        "seconds": float(result.wall_time),
+        "note": f"FedAvg, {utility.clients} clients x {utility.images_per_client} images, {utility.rounds} rounds, "
+                f"lr {utility.lr:g}, batch {utility.batch_size}",
     }
-

@@ -15,7 +15,7 @@ def _spec(**kw):
     data = {
         "attacks": [
             {"name": "dlg", "attack": {"preset": "dlg", "iterations": 2}, "client": LENET},
-            {"name": "e2egi", "attack": {"preset": "e2egi", "iterations": 3}, "client": LENET_BN},
+            {"name": "e2egi", "attack": {"preset": "e2egi_single", "iterations": 3}, "client": LENET_BN},
         ],
         "defenses": ["none",
                      {"name": "dp", "defenses": [{"name": "dp_sgd", "params": {"noise_multiplier": 1.0}}]},

@@ -16,7 +16,7 @@ def _spec(iterations=2, seeds=(0,), utility=None, values=(0.5, 2.0)):
     return MatrixSpec.from_dict({
         "attacks": [{"name": "dlg", "attack": {"preset": "dlg", "iterations": iterations}, "client": LENET}],
         "seeds": list(seeds),
-        "utility": utility or {"epochs": 1, "train_per_image": 2, "test_per_image": 1, "batch_size": 8},
+        "utility": utility or {"rounds": 1, "clients": 1, "images_per_client": 8, "batch_size": 4, "eval_images": 10},
         "sweeps": [{"name": "dp", "attack": "dlg", "defense": {"name": "dp_sgd", "params": {"max_grad_norm": 1.0}},
                     "param": "noise_multiplier", "values": list(values), "log_x": True}],
     })
