@@ -35,8 +35,7 @@ def save_matrix_heatmap(path, rows: Sequence[Mapping], attacks: Sequence[str], d
             grid[-1, j] = base["psnr_random"]
             text[-1][j] = f"{base['psnr_random']:.1f}"
     fig, ax = plt.subplots(figsize=(1.25 * len(attacks) + 2.4, 0.62 * len(labels) + 1.4))
-    cmap = plt.get_cmap("RdYlGn_r").copy()
-    cmap.set_bad("#d0d0d0")
+    cmap = plt.get_cmap("RdYlGn_r").with_extremes(bad="#d0d0d0")
     finite = grid[np.isfinite(grid)]
     vmin, vmax = (float(finite.min()), float(max(finite.max(), finite.min() + 1))) if finite.size else (0.0, 1.0)
     image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
