@@ -42,7 +42,9 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..client import bn_layers, denormalize, local_minibatches
+from ..core.bn import bn_layers
+from ..core.images import denormalize
+from ..fl.step import local_minibatches
 from ..nn import functional as PF
 from ..nn.convert import trainable_parameters
 from ..nn.functional_model import parameter_gradients, substitute_parameters

@@ -29,7 +29,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import paddle.nn as nn
 
-from ..client import denormalize
+from ..core.images import denormalize
 from ..core.update import ClientUpdate
 from .config import AttackConfig, ConfigError
 from .engine import GradientInversion, IterationInfo
