@@ -11,8 +11,7 @@ OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("randn", "rand", "zeros")
 
 
-class ConfigError(ValueError):
-    """An invalid configuration value or key."""
+from ..core.errors import ConfigError  # noqa: E402 - the one config error type of privbox
 
 
 @dataclass
@@ -55,6 +54,10 @@ class AttackConfig:
         seed: random seed of the initialisation.
         progress: show a tqdm progress bar.
         snapshot_every: call the snapshot callback every N iterations (0 disables).
+        extra: attack-specific options without a typed section (legacy FedAvg keys).
+        fedavg: the typed options of the FedAvg inversion
+            (:class:`privbox.attacks.fedavg.FedAvgOptions`, or a mapping of its fields); None
+            for other attacks or to read the legacy keys of ``extra``.
     """
 
     name: str = "custom"
@@ -87,6 +90,7 @@ class AttackConfig:
     progress: bool = True
     snapshot_every: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    fedavg: Optional[Any] = None
 
     def __post_init__(self) -> None:
         from .objectives import OBJECTIVES
@@ -116,6 +120,11 @@ class AttackConfig:
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"unknown lr schedule {self.schedule!r}; choose from {SCHEDULES.names()}")
         self.adam_betas = tuple(float(b) for b in self.adam_betas)  # type: ignore[assignment]
+        if self.fedavg is not None:
+            from .fedavg.options import FedAvgOptions
+
+            if not isinstance(self.fedavg, FedAvgOptions):
+                self.fedavg = FedAvgOptions.from_dict(self.fedavg)
 
     def _choice(self, key: str, options: tuple[str, ...]) -> None:
         if getattr(self, key) not in options:

@@ -18,7 +18,7 @@ of :mod:`privbox.defenses.transforms` act afterwards on what the client sends.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import paddle

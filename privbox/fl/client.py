@@ -36,7 +36,7 @@ from ..core.images import normalize
 from ..core.update import ClientUpdate, Secret
 from ..defenses.apply import defend_update
 from ..defenses.local import LocalStepDefense
-from ..defenses.registry import DEFENSES, build_defense
+from ..defenses.registry import build_defense
 from ..nn.convert import trainable_parameters
 from .packaging import check_batch, check_logits, package_update, running_delta
 from .spec import ClientSpec
