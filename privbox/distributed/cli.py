@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
+
 from .. import __version__
 from ..core.errors import PrivboxError
 from .collective import LOCAL, Collective, use
@@ -129,3 +131,39 @@ def attack_job(args: argparse.Namespace, config, update, update_path: Path) -> I
                 write_json_atomic(run_file, {**previous, "status": "failed", "error": str(exc),
                                              "failed": time.strftime("%Y-%m-%d %H:%M:%S")})
         raise
+
+
+def capture_job(args: argparse.Namespace, cap, model, batch, mean, std, model_kwargs: dict):
+    """``privbox capture --distributed``: the FedSGD update of ``batch`` computed by all ranks.
+
+    Returns ``(update, secret, writer)``; every rank holds the same update, rank 0 writes it.
+
+    Raises:
+        PrivboxError: a FedAvg capture (``capture.kind=weight_delta``), a batch that does not
+            split into the ranks' shards, or ranks that disagree on the config.
+    """
+    from ..core.errors import ConfigError
+    from .capture import distributed_update
+
+    job = start_job(args, "capture")
+
+    def setup() -> None:
+        if cap.kind != "gradient":
+            raise ConfigError(f"capture.kind={cap.kind!r} is not supported with --distributed",
+                              where="privbox capture --distributed",
+                              fix="capture a FedSGD gradient (capture.kind=gradient), or run the FedAvg client in one process")
+        job.collective.shard(batch.labels)  # raises if the batch does not split
+
+    check_job(job, "privbox capture --distributed", setup, {
+        "capture config": json.dumps(cap.__dict__, sort_keys=True, default=str),
+        "batch": json.dumps([list(map(str, batch.names)), batch.labels.tolist(), float(np.asarray(batch.images).sum())]),
+        "options": json.dumps({k: getattr(args, k, None) for k in ("distributed", "dist_bn")}),
+    })
+    update, secret = distributed_update(
+        model, batch.images, batch.labels, job.collective, mean, std, num_classes=cap.num_classes, bn_mode=cap.bn_mode,
+        model_id=cap.model, model_kwargs=model_kwargs, share_labels=cap.share_labels,
+        share_bn_stats=cap.share_bn_stats, names=batch.names, seed=cap.seed,
+    )
+    job.log(f"privbox capture: batch of {len(batch.labels)} over {job.collective.world_size} ranks, "
+            + ("synchronised BN" if job.collective.sync_bn else "per-shard (asynchronous) BN"))
+    return update, secret, job.writer
