@@ -54,11 +54,9 @@ def _check_swappable(layer: nn.Layer) -> None:
 
 
 def _replace_max_pool(layer: nn.MaxPool2D) -> nn.Layer:
-    if getattr(layer, "ceil_mode", False):
-        raise ValueError("MaxPool2D with ceil_mode=True cannot be made twice differentiable; use ceil_mode=False")
     if getattr(layer, "return_mask", False) or getattr(layer, "data_format", "NCHW") != "NCHW":
         raise ValueError("MaxPool2D with return_mask=True or a channels-last data_format is not supported by the converter")
-    return PL.MaxPool2D(layer.ksize, layer.stride, layer.padding)
+    return PL.MaxPool2D(layer.ksize, layer.stride, layer.padding, bool(getattr(layer, "ceil_mode", False)))
 
 
 def _replace_flatten(layer: nn.Flatten) -> nn.Layer:

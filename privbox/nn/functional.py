@@ -16,9 +16,6 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-_NEG = -1e30
-
-
 def log_softmax(logits: paddle.Tensor, axis: int = -1) -> paddle.Tensor:
     """Log-softmax as ``(z - m) - log(sum(exp(z - m)))`` with a detached max ``m``.
 
@@ -111,42 +108,35 @@ def max_pool2d(
     padding: Union[int, Sequence[int]] = 0,
     ceil_mode: bool = False,
 ) -> paddle.Tensor:
-    """Max-pooling by gathering window taps (NCHW), double-differentiable.
+    """Max-pooling (NCHW) as one gather at the window argmax, double-differentiable.
 
-    Each of the ``kh*kw`` window offsets is a plain slice subsampled by reshape + ``index_select``
-    (no strided slicing); the taps are stacked, the argmax is detached, and the maximum is
-    gathered with ``take_along_axis``. Exact against ``F.max_pool2d`` (``ceil_mode`` False).
+    Paddle's fused ``F.max_pool2d`` has no double gradient ("Pool op grad grad only supports
+    avgpool"), but its *index* output is just an integer: the position of each window's maximum
+    in the flattened ``H*W`` plane of the unpadded input. It is computed without a graph, and the
+    pooled value is then ``take_along_axis(x.reshape([N, C, H*W]), index)``, whose backward
+    (a scatter-add) and double backward (a gather again) Paddle differentiates. This is exact
+    against ``F.max_pool2d`` (the same element is picked), covers any kernel, stride, padding and
+    ``ceil_mode``, and costs one native pool plus one gather, instead of the ``kh*kw`` slices,
+    stack and gather of a tap-by-tap construction (a third of a ConvNet attack iteration,
+    ``docs/en/performance.md``). The gradient goes to the first maximal element of a window on
+    ties, as Paddle's own backward does.
     """
-    if ceil_mode:
-        raise NotImplementedError("max_pool2d: ceil_mode=True is not supported; use ceil_mode=False")
     kh, kw = _pair(kernel_size)
     sh, sw = _pair(stride if stride is not None else (kh, kw))
     ph, pw = _pair(padding)
     n, c, h, w = x.shape
-    if ph or pw:
-        x = F.pad(x, [pw, pw, ph, ph], mode="constant", value=_NEG)
-        h, w = h + 2 * ph, w + 2 * pw
-    out_h = (h - kh) // sh + 1
-    out_w = (w - kw) // sw + 1
-    if out_h <= 0 or out_w <= 0:
-        raise ValueError(f"max_pool2d: kernel {kh}x{kw} does not fit a padded input of {h}x{w}")
-    need_h, need_w = sh * out_h, sw * out_w
-    zero = paddle.to_tensor([0], dtype="int64")
-    taps = []
-    for i in range(kh):
-        for j in range(kw):
-            tap = x[:, :, i : i + need_h, j : j + need_w]
-            short_h = need_h - tap.shape[2]
-            short_w = need_w - tap.shape[3]
-            if short_h > 0 or short_w > 0:
-                tap = F.pad(tap, [0, max(short_w, 0), 0, max(short_h, 0)], mode="constant", value=_NEG)
-            tap = tap.reshape([n, c, out_h, sh, out_w, sw])
-            tap = paddle.index_select(tap, zero, axis=3)
-            tap = paddle.index_select(tap, zero, axis=5)
-            taps.append(tap.reshape([n, c, out_h, out_w]))
-    stacked = paddle.stack(taps, axis=-1)
-    index = stacked.detach().argmax(axis=-1, keepdim=True)
-    return paddle.take_along_axis(stacked, index, axis=-1).squeeze(-1)
+    if kh > h + 2 * ph or kw > w + 2 * pw:
+        raise ValueError(f"max_pool2d: kernel {kh}x{kw} does not fit a padded input of {h + 2 * ph}x{w + 2 * pw}")
+    if 2 * ph > kh or 2 * pw > kw:
+        raise ValueError(f"max_pool2d: padding {ph}x{pw} must be at most half the kernel {kh}x{kw}")
+    with paddle.no_grad():
+        _, index = F.max_pool2d(
+            x.detach(), [kh, kw], [sh, sw], [ph, pw], ceil_mode=ceil_mode, return_mask=True
+        )
+    out_h, out_w = index.shape[2], index.shape[3]
+    flat_index = index.reshape([n, c, out_h * out_w]).astype("int64")
+    pooled = paddle.take_along_axis(x.reshape([n, c, h * w]), flat_index, axis=2)
+    return pooled.reshape([n, c, out_h, out_w])
 
 
 def upsample_nearest(x: paddle.Tensor, scale_factor: int) -> paddle.Tensor:

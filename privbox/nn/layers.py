@@ -35,17 +35,22 @@ class MaxPool2D(nn.Layer):
         kernel_size: Union[int, Sequence[int]],
         stride: Optional[Union[int, Sequence[int]]] = None,
         padding: Union[int, Sequence[int]] = 0,
+        ceil_mode: bool = False,
     ) -> None:
         super().__init__()
         self.kernel_size = kernel_size
         self.stride = stride if stride is not None else kernel_size
         self.padding = padding
+        self.ceil_mode = bool(ceil_mode)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        return PF.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+        return PF.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode)
 
     def extra_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        return (
+            f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+            f"ceil_mode={self.ceil_mode}"
+        )
 
 
 class Dropout(nn.Layer):

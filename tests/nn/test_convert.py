@@ -241,7 +241,6 @@ def test_rejects_non_layers():
 @pytest.mark.parametrize(
     "bad",
     [
-        lambda: nn.MaxPool2D(2, ceil_mode=True),
         lambda: nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True),
         lambda: nn.Flatten(1, 2),
         lambda: nn.Conv2DTranspose(4, 4, 3, groups=2),
@@ -252,7 +251,7 @@ def test_rejects_non_layers():
         lambda: nn.Dropout(0.5, axis=1),
     ],
     ids=[
-        "maxpool-ceil", "upsample-align-corners", "flatten-stop-axis", "deconv-groups", "deconv-dilation",
+        "upsample-align-corners", "flatten-stop-axis", "deconv-groups", "deconv-dilation",
         "bn-nhwc", "maxpool-mask", "dropout-downscale", "dropout-axis",
     ],
 )

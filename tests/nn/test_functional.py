@@ -179,6 +179,31 @@ POOL_CASES = [
 ]
 
 
+def _numpy_max_pool(x, kernel, stride, padding, ceil_mode=False):
+    """Independent reference: loop over windows of the -inf padded input (PyTorch/Paddle semantics)."""
+    kh, kw = (kernel, kernel) if np.isscalar(kernel) else kernel
+    sh, sw = (stride, stride) if np.isscalar(stride) else stride
+    ph, pw = (padding, padding) if np.isscalar(padding) else padding
+    n, c, h, w = x.shape
+    padded = np.full((n, c, h + 2 * ph, w + 2 * pw), -np.inf)
+    padded[:, :, ph : ph + h, pw : pw + w] = x
+
+    def size(length, k, s, p):
+        span = length + 2 * p - k
+        out = (-(-span // s) if ceil_mode else span // s) + 1
+        if ceil_mode and (out - 1) * s >= length + p:  # the last window must start inside input + left pad
+            out -= 1
+        return out
+
+    oh, ow = size(h, kh, sh, ph), size(w, kw, sw, pw)
+    out = np.empty((n, c, oh, ow))
+    for i in range(oh):
+        for j in range(ow):
+            window = padded[:, :, i * sh : i * sh + kh, j * sw : j * sw + kw]
+            out[:, :, i, j] = window.max(axis=(2, 3))
+    return out
+
+
 @pytest.mark.parametrize("kernel,stride,padding,h,w", POOL_CASES)
 def test_max_pool2d_matches_paddle(kernel, stride, padding, h, w):
     x = _randn([2, 3, h, w], seed=h * w)
@@ -186,10 +211,33 @@ def test_max_pool2d_matches_paddle(kernel, stride, padding, h, w):
     actual = PF.max_pool2d(x, kernel, stride, padding)
     assert actual.shape == expected.shape
     _close(actual, expected, atol=0, rtol=0)  # a gather: exact
+    _close(actual, _numpy_max_pool(x.numpy().astype(np.float64), kernel, stride, padding), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("kernel,stride,padding,h,w", [(2, 2, 0, 7, 9), (3, 2, 1, 8, 8), (3, 2, 0, 8, 10)])
+def test_max_pool2d_ceil_mode_matches_numpy_and_paddle(kernel, stride, padding, h, w):
+    x = _randn([2, 2, h, w], seed=7)
+    actual = PF.max_pool2d(x, kernel, stride, padding, ceil_mode=True)
+    expected = _numpy_max_pool(x.numpy().astype(np.float64), kernel, stride, padding, ceil_mode=True)
+    assert list(actual.shape) == list(expected.shape)
+    _close(actual, expected, atol=0, rtol=0)
+    _close(actual, F.max_pool2d(x, kernel, stride, padding, ceil_mode=True), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [(2, 2, 0), (3, 2, 1), (3, 1, 1)])
+def test_max_pool2d_first_gradient_matches_paddle(kernel, stride, padding):
+    # Paddle's max-pool has a first-order gradient: the new one must route it identically.
+    x = _randn([2, 3, 9, 11], seed=3, dtype="float64")
+    x.stop_gradient = False
+    ref_out = F.max_pool2d(x, kernel, stride, padding)
+    r = _randn(ref_out.shape, seed=4, dtype="float64")
+    (mine,) = paddle.grad((PF.max_pool2d(x, kernel, stride, padding) * r).sum(), x)
+    (ref,) = paddle.grad((ref_out * r).sum(), x)
+    _close(mine, ref, atol=1e-12, rtol=0)
 
 
 def test_max_pool2d_all_negative_input_with_padding():
-    # Padding must never win the max (Paddle pads with -inf; privbox with -1e30).
+    # Padding must never win the max (Paddle pads with -inf).
     x = _randn([1, 2, 5, 5]) - 100.0
     _close(PF.max_pool2d(x, 3, 2, 1), F.max_pool2d(x, 3, 2, 1), atol=0, rtol=0)
 
@@ -197,10 +245,10 @@ def test_max_pool2d_all_negative_input_with_padding():
 def test_max_pool2d_default_stride_and_errors():
     x = _randn([1, 1, 6, 6])
     _close(PF.max_pool2d(x, 2), F.max_pool2d(x, 2))
-    with pytest.raises(NotImplementedError, match="ceil_mode"):
-        PF.max_pool2d(x, 2, ceil_mode=True)
     with pytest.raises(ValueError, match="does not fit"):
         PF.max_pool2d(x, 19, 2, 1)
+    with pytest.raises(ValueError, match="half the kernel"):
+        PF.max_pool2d(x, 3, 1, 2)
 
 
 @pytest.mark.parametrize("scale", [2, 3])
@@ -419,6 +467,8 @@ DOUBLE_GRAD_CASES = {
     "max_pool_k2s2": (lambda z: PF.max_pool2d(z, 2, 2, 0), [1, 2, 4, 6]),
     "max_pool_k3s2p1": (lambda z: PF.max_pool2d(z, 3, 2, 1), [1, 2, 5, 5]),
     "max_pool_k3s1p1": (lambda z: PF.max_pool2d(z, 3, 1, 1), [1, 2, 5, 5]),
+    "max_pool_k2s2_ceil": (lambda z: PF.max_pool2d(z, 2, 2, 0, ceil_mode=True), [1, 2, 5, 5]),
+    "max_pool_k2s2_wide": (lambda z: PF.max_pool2d(z, 2, 2, 0), [2, 3, 8, 8]),
     "upsample_nearest": (lambda z: PF.upsample_nearest(z, 2) ** 2, [1, 2, 3, 3]),
     "upsample_bilinear_up": (lambda z: PF.upsample_bilinear(z, (5, 7)) ** 2, [1, 2, 3, 4]),
     "upsample_bilinear_down": (lambda z: PF.upsample_bilinear(z, (2, 3)) ** 2, [1, 2, 5, 5]),
