@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     attack_config = config.attack.build()
     try:
         # --distributed: every rank runs this; rank 0 alone writes (privbox.distributed.cli).
-        with attack_job(args, attack_config, update, update_path) as job:
+        with attack_job(args, attack_config, update, update_path, attack_for(attack_config, update)) as job:
             recon = run_attack_to_dir(
                 attack_config, config.run, update, update_path, Path(args.out), resume=args.resume,
                 interrupt_after=args.interrupt_after, device=device, command="attack", writer=job.writer,
