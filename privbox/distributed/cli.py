@@ -94,23 +94,23 @@ def check_job(job: Job, where: str, setup: Callable[[], None], items: dict[str, 
 
 
 @contextlib.contextmanager
-def attack_job(args: argparse.Namespace, config, update, update_path: Path, engine) -> Iterator[Job]:
+def attack_job(args: argparse.Namespace, config, update, update_path: Path) -> Iterator[Job]:
     """The context of one ``privbox attack`` process: a no-op without ``--distributed``.
 
     With it, checks the job (same update file, attack config and options on every rank; the batch
     divides into the ranks' shards; an engine that supports sharding) and runs the block with the
-    mode's collective active. ``engine`` is the attack the command will run. On an error after the
-    start, rank 0 marks ``DIR/run.json`` failed.
+    mode's collective active. On an error after the start, rank 0 marks ``DIR/run.json`` failed.
     """
     if not getattr(args, "distributed", None):
         yield Job()
         return
+    from ..attacks import build_attack
     from ..cli._common import file_sha256
 
     job = start_job(args, "attack")
 
     def setup() -> None:
-        job.collective.check_attack(engine, update)
+        job.collective.check_attack(build_attack(config), update)
 
     check_job(job, "privbox attack --distributed", setup, {
         "update file": file_sha256(update_path),

@@ -178,8 +178,9 @@ class _GroupCollective(Collective):
         self.rank, self.world_size = group.rank, group.world_size
         self.sync_bn = bool(sync_bn)
 
-    def check_attack(self, engine, update) -> None:
-        """Raise a :class:`~privbox.core.errors.PrivboxError` if ``engine`` cannot run ``update`` in this mode."""
+    def check_attack(self, attack, update) -> None:
+        """Raise a :class:`~privbox.core.errors.PrivboxError` if ``attack`` (from
+        :func:`privbox.attacks.build_attack`) cannot run ``update`` in this mode."""
 
     def np_sum(self, value: ArrayLike) -> np.ndarray:
         return self.group.np_sum(value, "all_reduce of a statistic")
@@ -197,9 +198,10 @@ class ShardCollective(_GroupCollective):
             ("asynchronous") statistics, as a victim with per-device BN had.
     """
 
-    def check_attack(self, engine, update) -> None:
+    def check_attack(self, attack, update) -> None:
         from ..attacks.engine import GradientInversion
 
+        engine = attack.engine(update)
         own = type(engine)
         if not isinstance(engine, GradientInversion) or any(
             getattr(own, hook) is not getattr(GradientInversion, hook) for hook in ("matching_loss", "predicted_tensors")
@@ -296,6 +298,15 @@ class SeedCollective(_GroupCollective):
     best gradient loss over all ranks is the result (ties: the lowest trial index), exactly as
     one process running ``T`` restarts would choose.
     """
+
+    def check_attack(self, attack, update) -> None:
+        if attack.config.orchestrator != "restarts":
+            raise DistributedError(
+                f"seeds mode spreads the restarts of the 'restarts' orchestrator, not {attack.config.orchestrator!r} "
+                "(whose seeds are combined during the run)",
+                where="--distributed seeds",
+                fix="use --distributed shard (the batch split over the ranks) for this orchestrator",
+            )
 
     def restarts(self, total: int) -> range:
         trials = max(int(total), self.world_size)

@@ -11,7 +11,7 @@ import numpy as np
 import paddle
 import pytest
 
-from privbox.attacks import FedAvgInversion, GradientInversion
+from privbox.attacks import build_attack
 from privbox.distributed.collective import LOCAL, active, use
 from privbox.distributed.comm import EXIT_TIMEOUT, DistributedError, SeedCollective, ShardCollective
 from privbox.distributed.sync_bn import SyncBatchNorm2D, convert_sync_batchnorm
@@ -52,12 +52,16 @@ def test_seed_blocks_cover_every_trial_once_in_order():
         assert all(blocks)
 
 
-def test_shard_mode_refuses_an_engine_with_its_own_observation_model():
-    update = SimpleNamespace(batch_size=4)
+def test_each_mode_refuses_attacks_it_cannot_split():
+    attack = build_attack("inverting_gradients")
     shard = ShardCollective(_group(0, 2))
-    shard.check_attack(GradientInversion(), update)
-    with pytest.raises(DistributedError, match="--distributed seeds"):
-        shard.check_attack(FedAvgInversion(), update)
+    shard.check_attack(attack, SimpleNamespace(batch_size=4, kind="gradient"))
+    with pytest.raises(DistributedError, match="--distributed seeds"):  # FedAvg unrolls local steps over the batch
+        shard.check_attack(attack, SimpleNamespace(batch_size=4, kind="weight_delta"))
+    seeds = SeedCollective(_group(0, 2))
+    seeds.check_attack(attack, None)
+    with pytest.raises(DistributedError, match="--distributed shard"):
+        seeds.check_attack(build_attack({"preset": "e2egi", "orchestrator": "mlco"}), None)
 
 
 def test_converted_bn_is_paddles_bn_in_one_process():
