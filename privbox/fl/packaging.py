@@ -11,7 +11,7 @@ import paddle
 from ..core.errors import InputError
 from ..core.update import ClientUpdate, Secret, UpdateMeta
 
-__all__ = ["check_batch", "check_logits", "running_delta", "package_update"]
+__all__ = ["check_batch", "prepare_batch", "check_logits", "running_delta", "package_update"]
 
 
 def check_batch(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -27,6 +27,17 @@ def check_batch(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.
     if images.min() < 0.0 or images.max() > 1.0:
         raise InputError("images must be pixels in [0, 1]; normalisation is given separately by mean/std")
     return images, labels
+
+
+def prepare_batch(images, labels, mean: Optional[Sequence[float]], std: Optional[Sequence[float]], bn_mode: str):
+    """Validated ``(images, labels, mean, std)``; the normalisation defaults to 0 and 1 per channel."""
+    images, labels = check_batch(images, labels)
+    if bn_mode not in ("train", "eval"):
+        raise InputError(f"bn_mode must be 'train' or 'eval', got {bn_mode!r}")
+    channels = images.shape[1]
+    mean = list(mean) if mean is not None else [0.0] * channels
+    std = list(std) if std is not None else [1.0] * channels
+    return images, labels, mean, std
 
 
 def check_logits(logits: paddle.Tensor, labels: np.ndarray, num_classes: Optional[int]) -> int:

@@ -28,6 +28,9 @@ def register(subparsers) -> None:
     add_config_args(parser, "e.g. capture_lenet, capture_resnet18")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--force", action="store_true", help="overwrite an update already in DIR")
+    from ...distributed.cli import add_distributed_arguments
+
+    add_distributed_arguments(parser, "capture")
     parser.set_defaults(func=run)
 
 
@@ -71,7 +74,15 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise CliError(f"capture.model_kwargs {spec.model_kwargs} do not fit model {cap.model!r}: {exc}") from None
     mean, std = spec.normalisation()
-    update, secret = client.run_round()
+    if getattr(args, "distributed", None):
+        # Every rank builds the same model and batch and computes its shard; rank 0 writes.
+        from ...distributed.cli import capture_job
+
+        update, secret, writer = capture_job(args, cap, client.model, batch, mean, std, spec.model_kwargs)
+        if not writer:
+            return 0
+    else:
+        update, secret = client.run_round()
     update.save(update_path)
     secret.save(secret_path)
     save_image_grid(out / "secret.png", secret.images, title="private batch (ground truth)",
