@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sparsity", type=float, nargs="+", default=[0.8, 0.99], help="DGC sparsities (0.8: PaddleSleeve's)")
     parser.add_argument("--rounds", type=int, default=3, help="FL rounds under DGC before the attacked one ends")
     parser.add_argument("--iterations", type=int, default=60, help="DLG L-BFGS steps")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--no-utility", action="store_true", help="skip the model-accuracy runs")
     parser.add_argument("--out", default="runs/dgc_vs_dlg")
     args = parser.parse_args(argv)

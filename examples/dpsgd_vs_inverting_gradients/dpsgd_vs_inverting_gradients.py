@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sigma", type=float, nargs="+", default=[0.01, 0.1, 1.0], help="DP-SGD noise multipliers")
     parser.add_argument("--clip", type=float, default=1.0, help="per-sample clipping norm C")
     parser.add_argument("--iterations", type=int, default=500, help="Inverting Gradients Adam steps")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--no-utility", action="store_true", help="skip the accuracy/epsilon training runs")
     parser.add_argument("--out", default="runs/dpsgd_vs_inverting_gradients")
     args = parser.parse_args(argv)

@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sigma0", type=float, nargs="+", default=[0.01, 0.1, 1.0], help="GaussianPrivacy sigma0 values")
     parser.add_argument("--iterations", type=int, default=600, help="inversion Adam steps")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--no-utility", action="store_true", help="skip the model-accuracy runs")
     parser.add_argument("--out", default="runs/gaussian_vs_fedavg")
     args = parser.parse_args(argv)

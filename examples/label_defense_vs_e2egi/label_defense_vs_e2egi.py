@@ -25,7 +25,7 @@ ATTACK = {"preset": "e2egi_single", "label_strategy": "recover", "label_method":
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iterations", type=int, default=600, help="E2EGI Adam steps")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--out", default="runs/label_defense_vs_e2egi")
     args = parser.parse_args(argv)
     defenses = [

@@ -24,7 +24,7 @@ ATTACK = {"preset": "e2egi_single", "noise": 0.0, "regularizers": {"tv": 1e-4, "
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iterations", type=int, default=400, help="E2EGI Adam steps")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--no-utility", action="store_true", help="skip the model-accuracy runs")
     parser.add_argument("--out", default="runs/ra_vs_e2egi")
     args = parser.parse_args(argv)
