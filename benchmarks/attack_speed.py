@@ -70,6 +70,11 @@ def _rss_mb() -> float:
 
 
 def _peak_mb() -> float:
+    # VmHWM, not ru_maxrss: ru_maxrss survives exec, so a worker would report its parent's peak.
+    with open("/proc/self/status", encoding="utf-8") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -138,7 +143,7 @@ class _PaddleSide:
         """Run the case's iterations from x0; return the final objective (a sanity value)."""
         if self.engine:
             recon = self.attack.run(self.model, self.update, init_images=self.x0)
-            return float(recon.loss_history[-1]) if getattr(recon, "loss_history", None) else float("nan")
+            return float(recon.loss_trace[-1]) if recon.loss_trace else float("nan")
         paddle, PF = self.paddle, self.PF
         x = paddle.to_tensor(self.x0)
         m = paddle.zeros_like(x)
