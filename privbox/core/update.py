@@ -10,7 +10,6 @@ mode, defenses, labels only when the threat model grants them). It is saved as o
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -18,12 +17,11 @@ from typing import Any, Iterable, Optional, Union
 
 import numpy as np
 
-from .atomic import atomic_output
+from .safetensors_io import FORMAT_VERSION, read_privbox_file, write_privbox_file
 from .._version import __version__
 
 FORMAT_UPDATE = "privbox.ClientUpdate"
 FORMAT_SECRET = "privbox.Secret"
-FORMAT_VERSION = "1"
 
 PathLike = Union[str, os.PathLike]
 ArrayDict = dict[str, np.ndarray]
@@ -156,9 +154,9 @@ class ClientUpdate:
         if "maxpool_kernel" in self.meta.model_kwargs:
             # A pooling kernel has no parameters, so names and shapes cannot reveal it (the RA
             # scheme of Label-based-Defense changes only this); check it explicitly.
-            from ..defenses.schemes import check_attack_model
+            from .model_checks import check_maxpool_kernel
 
-            check_attack_model(model, self)
+            check_maxpool_kernel(model, self.meta)
 
     def load_global_state(self, model) -> None:
         """Copy θ0 (parameters and BN running statistics) into ``model``."""
@@ -317,72 +315,10 @@ class ThreatModel:
 
 
 # ---------------------------------------------------------------------- safetensors io
-_PICKLE_PREFIXES = (b"\x80", b"PK\x03\x04", b"(dp", b"(lp", b"}q", b"cnumpy", b"ccopy_reg")
-
-
+# One strict reader/writer for every privbox file: privbox.core.safetensors_io.
 def _write_safetensors(path: PathLike, tensors: ArrayDict, fmt: str, header: dict[str, Any]) -> Path:
-    from safetensors.numpy import save_file
-
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        raise ValueError(f"{path}: privbox files end in .safetensors; choose a path like {path.with_suffix('.safetensors')}")
-    checked = {}
-    for key, value in tensors.items():
-        arr = np.ascontiguousarray(np.asarray(value))
-        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-            raise UpdateFileError(f"refusing to save {key!r}: it contains NaN or Inf")
-        checked[key] = arr
-    metadata = {"format": fmt, "format_version": FORMAT_VERSION, "privbox": json.dumps(header)}
-    with atomic_output(path) as tmp:
-        save_file(checked, tmp, metadata=metadata)
-    return path
-
-
-def sniff_safetensors(path: PathLike) -> None:
-    """Raise :class:`UpdateFileError` unless ``path`` starts like a safetensors file.
-
-    Recognises pickle and PyTorch zip checkpoints and refuses them without reading further.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        head = fh.read(9)
-    if any(head.startswith(p) for p in _PICKLE_PREFIXES):
-        raise UpdateFileError(
-            f"{path} looks like a pickle or PyTorch checkpoint. privbox never unpickles files, "
-            "because unpickling runs arbitrary code; re-export the tensors with "
-            "safetensors (e.g. ClientUpdate.save)."
-        )
-    if size < 9 or head[8:9] != b"{":
-        raise UpdateFileError(f"{path} is not a safetensors file (bad header); was it written by privbox?")
-    header_len = int.from_bytes(head[:8], "little")
-    if header_len + 8 > size:
-        raise UpdateFileError(f"{path} is truncated: its header says {header_len} bytes but the file has {size}")
+    return write_privbox_file(path, tensors, fmt, header)
 
 
 def _read_safetensors(path: PathLike, fmt: str) -> tuple[ArrayDict, dict[str, Any]]:
-    from safetensors import safe_open
-    from safetensors.numpy import load_file
-
-    sniff_safetensors(path)
-    try:
-        with safe_open(str(path), framework="np") as handle:
-            metadata = handle.metadata() or {}
-        tensors = load_file(str(path))
-    except Exception as exc:  # safetensors raises SafetensorError for truncated data
-        raise UpdateFileError(f"{path} is damaged or truncated: {exc}. Re-create it with privbox capture.") from exc
-    if metadata.get("format") != fmt:
-        raise UpdateFileError(f"{path} is a {metadata.get('format') or 'foreign safetensors'} file, expected {fmt}")
-    if metadata.get("format_version") != FORMAT_VERSION:
-        raise UpdateFileError(f"{path}: unsupported format version {metadata.get('format_version')!r}")
-    try:
-        header = json.loads(metadata.get("privbox", "{}"))
-    except json.JSONDecodeError as exc:
-        raise UpdateFileError(f"{path}: its metadata is not valid JSON ({exc})") from exc
-    for key, value in tensors.items():
-        if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
-            bad = int(np.size(value) - np.isfinite(value).sum())
-            raise UpdateFileError(f"{path}: tensor {key!r} has {bad} NaN/Inf values; the client update is corrupt")
-    return tensors, header
+    return read_privbox_file(path, fmt)
