@@ -7,7 +7,7 @@ target batch and the same start point, and run the same gradient-inversion itera
 (lr 0.1) on the images; BN in eval mode, labels given.
 
 - **privbox**: ``GradientInversion(AttackConfig(optimizer="adam", objective="cosine", ...))`` run on
-  the update that ``privbox.client.compute_update`` produced, from ``init_images=x0`` (the whole
+  the update that ``privbox.fl.capture.compute_update`` produced, from ``init_images=x0`` (the whole
   engine: its checks, best-iterate tracking, the conv backend chosen by ``privbox.nn``: ``auto``).
 - **bare Paddle**: a hand-written loop on the same ``privbox.nn`` model with Paddle's own
   convolution (``set_conv_backend("reference")``) and no engine.
@@ -121,7 +121,7 @@ class _PaddleSide:
         if engine:
             from privbox.attacks.config import AttackConfig
             from privbox.attacks.engine import GradientInversion
-            from privbox.client import compute_update
+            from privbox.fl.capture import compute_update
 
             self.update, _ = compute_update(
                 self.model, self.pixels, self.labels, MEAN, STD, num_classes=NUM_CLASSES, bn_mode="eval",
