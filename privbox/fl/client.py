@@ -406,6 +406,11 @@ class Client:
             total = {n: (v / len(shards)).astype("float32") for n, v in total.items()}
         return total, loss_sum / len(shards), stats, classes
 
+    def _optimizer(self) -> str:
+        """The local optimiser as recorded in ``meta.optimizer``: ``"sgd"`` for plain SGD."""
+        opt = {k: float(v) for k, v in self.plan.optimizer_kwargs.items() if float(v)}
+        return self.plan.optimizer + (f"({', '.join(f'{k}={v:g}' for k, v in sorted(opt.items()))})" if opt else "")
+
     def _who(self) -> str:
         return f"scheme {self.scheme.name!r}" if self.scheme is not None else "client"
 
@@ -456,7 +461,7 @@ class Client:
             batch_size=result.batch_size if delta else int(result.images.shape[0]),
             num_samples=int(result.images.shape[0]), local_steps=result.steps if delta else 1,
             local_epochs=spec.local_epochs if delta else 1, lr=spec.lr if delta else None, bn_mode=spec.bn_mode,
-            defenses=self.describe_defenses(), seed=spec.seed, round=int(round_index),
+            defenses=self.describe_defenses(), seed=spec.seed, round=int(round_index), optimizer=self._optimizer(),
         )
         for transform in self.transforms:
             described = list(update.meta.defenses)
