@@ -2,7 +2,7 @@
 
 Start the ranks with Paddle's launcher; every rank runs the same command::
 
-    python -m paddle.distributed.launch --nproc_per_node 2 -m privbox attack -c CONFIG \\
+    python -m paddle.distributed.launch --nproc_per_node 2 privbox attack -c CONFIG \\
         --update U --out DIR --distributed
 
 Each rank rebuilds the attack from the config and the update file (nothing is pickled between
@@ -35,8 +35,8 @@ def add_distributed_arguments(parser: argparse.ArgumentParser, command: str) -> 
     modes = ", ".join(f"{e.name}: {e.description}" for e in MODES.entries() if command in e.extra["commands"])
     parser.add_argument(
         "--distributed", nargs="?", const="shard", default=None, metavar="MODE",
-        help=f"run on the ranks started by 'python -m paddle.distributed.launch --nproc_per_node N -m privbox "
-        f"{command} ...' (MODE {modes}; default shard)",
+        help=f"run on the ranks started by 'python -m paddle.distributed.launch --nproc_per_node N privbox "
+        f"{command} ...' (MODE {modes}; default shard; see docs/en/distributed.md)",
     )
     parser.add_argument(
         "--dist-bn", choices=("sync", "shard"), default="sync",
