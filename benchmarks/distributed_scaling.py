@@ -8,10 +8,14 @@ exact BN statistics, labels given) on
   NCCL on GPU), batch K·B split into K shards of B (``--distributed``);
 * ``1 proc, K·B``: one process on the whole batch (what the K processes replace).
 
-Each row is timed inside the worker as the engine's wall time per iteration (``Reconstruction
-.wall_time / iterations``, start-up and model building excluded), median over ``--repeats``
-launches. Weak-scaling efficiency = t(1 proc, B) / t(K procs, K·B) (1.0 ideal: K processes do
-K times the work in the same time); speed-up = t(1 proc, K·B) / t(K procs, K·B).
+Each row is timed inside the worker, start-up and model building excluded: the engine's wall
+time per iteration (``Reconstruction.wall_time / iterations``) and the CPU time of the process
+per iteration (``time.process_time``; for K ranks the slowest rank's), median over
+``--repeats`` launches. On a shared machine the wall time follows the machine's load; the CPU
+time is the work each process did (its own compute plus the CPU the collectives cost; time spent
+waiting for a peer is not counted). Weak-scaling efficiency = t(1 proc, B) / t(K procs, K·B)
+(1.0 ideal: K processes do K times the work in the same time); speed-up =
+t(1 proc, K·B) / t(K procs, K·B); both for wall and CPU time.
 
 CPU example (the numbers in benchmarks/README.md)::
 
@@ -41,6 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def worker(args: argparse.Namespace) -> None:
     """One timed attack (in this process, or as one rank under the launcher)."""
+    import numpy as np
     import paddle
 
     from privbox.attacks import GradientInversion, inverting_gradients
@@ -58,10 +63,14 @@ def worker(args: argparse.Namespace) -> None:
     model = build_model_for_update(update)
     config = inverting_gradients(iterations=args.iterations, label_strategy="given", progress=False,
                                  regularizers={"tv": 1e-4, "bn": {"weight": 0.1, "source": "exact"}})
+    cpu = time.process_time()
     with use(collective):
         recon = GradientInversion(config).run(model, update)
+    cpu = (time.process_time() - cpu) / recon.iterations
+    if collective.distributed:  # the slowest rank's CPU time
+        cpu = max(float(c[0]) for c in collective.group.all_gather_np(np.asarray([cpu]), "benchmark CPU times"))
     if collective.rank == 0:
-        Path(args.result).write_text(json.dumps({"per_iteration_s": recon.wall_time / recon.iterations,
+        Path(args.result).write_text(json.dumps({"wall_s": recon.wall_time / recon.iterations, "cpu_s": cpu,
                                                  "iterations": recon.iterations}))
 
 
@@ -78,8 +87,8 @@ def capture(path: Path, args: argparse.Namespace, batch: int) -> None:
         raise SystemExit(f"capture of batch {batch} failed")
 
 
-def timed(args: argparse.Namespace, update: Path, nproc: int, work: Path) -> float:
-    """Per-iteration seconds of one worker run (one process, or ``nproc`` ranks)."""
+def timed(args: argparse.Namespace, update: Path, nproc: int, work: Path) -> dict:
+    """Per-iteration wall and CPU seconds of one worker run (one process, or ``nproc`` ranks)."""
     result = work / f"result_{nproc}_{time.monotonic_ns()}.json"
     worker_args = [str(Path(__file__).resolve()), "--worker", "--update", str(update), "--result", str(result),
                    "--iterations", str(args.iterations), "--device", args.device]
@@ -90,7 +99,7 @@ def timed(args: argparse.Namespace, update: Path, nproc: int, work: Path) -> flo
         command = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(nproc),
                    "--log_dir", str(work / "log"), *worker_args, "--distributed"]
     subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return json.loads(result.read_text())["per_iteration_s"]
+    return json.loads(result.read_text())
 
 
 def main() -> None:
@@ -120,28 +129,30 @@ def main() -> None:
         small, large = work / "small", work / "large"
         capture(small, args, args.batch)
         capture(large, args, args.batch * args.nproc)
-        rows = {"1 proc, B": [], f"{args.nproc} procs, {args.nproc}B": [], f"1 proc, {args.nproc}B": []}
+        names = ["1 proc, B", f"{args.nproc} procs, {args.nproc}B", f"1 proc, {args.nproc}B"]
+        runs = [(small, 1), (large, args.nproc), (large, 1)]
+        rows: dict = {name: [] for name in names}
         load = os.getloadavg()
         for _ in range(args.repeats):  # round-robin, so load changes hit every row alike
-            rows["1 proc, B"].append(timed(args, small / "update.safetensors", 1, work))
-            rows[f"{args.nproc} procs, {args.nproc}B"].append(timed(args, large / "update.safetensors", args.nproc, work))
-            rows[f"1 proc, {args.nproc}B"].append(timed(args, large / "update.safetensors", 1, work))
-    median = {k: statistics.median(v) for k, v in rows.items()}
-    dist = median[f"{args.nproc} procs, {args.nproc}B"]
+            for name, (folder, nproc) in zip(names, runs):
+                rows[name].append(timed(args, folder / "update.safetensors", nproc, work))
+    median = {kind: {n: statistics.median(r[f"{kind}_s"] for r in rows[n]) for n in names} for kind in ("wall", "cpu")}
     report = {
         "setting": {k: getattr(args, k) for k in ("batch", "nproc", "model", "width", "image_size", "classes",
                                                    "iterations", "repeats", "threads", "device")},
-        "per_iteration_s": rows,
+        "samples": rows,
         "median_s": median,
-        "weak_scaling_efficiency": median["1 proc, B"] / dist,
-        "speedup_over_one_process": median[f"1 proc, {args.nproc}B"] / dist,
-        "environment": {"cpus": os.cpu_count(), "load_average_at_start": load, "machine": platform.machine(),
-                        "python": platform.python_version()},
+        "weak_scaling_efficiency": {k: median[k][names[0]] / median[k][names[1]] for k in median},
+        "speedup_over_one_process": {k: median[k][names[2]] / median[k][names[1]] for k in median},
+        "environment": {"cpus": os.cpu_count(), "load_average_at_start": load, "load_average_at_end": os.getloadavg(),
+                        "machine": platform.machine(), "python": platform.python_version()},
     }
-    for name, value in median.items():
-        print(f"{name:>16}: {1000 * value:8.1f} ms/iteration (samples {[round(1000 * v, 1) for v in rows[name]]})")
-    print(f"weak-scaling efficiency {report['weak_scaling_efficiency']:.2f}, "
-          f"speed-up over one process on the same batch {report['speedup_over_one_process']:.2f}")
+    for kind in ("wall", "cpu"):
+        for name in names:
+            samples = [round(1000 * r[f"{kind}_s"], 1) for r in rows[name]]
+            print(f"{kind:>4} {name:>16}: {1000 * median[kind][name]:8.1f} ms/iteration (samples {samples})")
+        print(f"{kind:>4} weak-scaling efficiency {report['weak_scaling_efficiency'][kind]:.2f}, "
+              f"speed-up over one process on the same batch {report['speedup_over_one_process'][kind]:.2f}")
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2))
 

@@ -235,12 +235,9 @@ class BNStatistics(Regularizer):
 
     def __call__(self, x: paddle.Tensor) -> paddle.Tensor:
         terms = []
-        batch_mean = active_collective().batch_mean
+        moments = active_collective().batch_moments
         for i, name in enumerate(self._order):
-            a = self._inputs[name]
-            axes = [0] + list(range(2, a.ndim))
-            mean = batch_mean(a, axes)
-            var = batch_mean(a * a, axes) - mean * mean
+            mean, var = moments(self._inputs[name])
             target_mean, target_var = self._targets[name]
             term = paddle.sqrt(((mean - target_mean) ** 2).sum() + _EPS) + paddle.sqrt(((var - target_var) ** 2).sum() + _EPS)
             terms.append(term * (self.first_bn_multiplier if i == 0 else 1.0))
