@@ -8,7 +8,7 @@ that captures the statistics of a forward pass, and model state snapshots.
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 import paddle
@@ -35,15 +35,18 @@ def bn_layers(model: nn.Layer) -> list[tuple[str, nn.Layer]]:
     return [(name, layer) for name, layer in model.named_sublayers() if isinstance(layer, BN_TYPES)]
 
 
-def batch_moments(a: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
+def batch_moments(a: paddle.Tensor, mean_fn: Optional[Callable] = None) -> tuple[paddle.Tensor, paddle.Tensor]:
     """Per-channel mean and *biased* variance of a BN input ``[N, C, ...]`` over (N, spatial).
 
     Differentiable (the BN regulariser and the FedAvg twin back-propagate through it); the
-    variance is E[a²] − E[a]², the form that keeps a double gradient in Paddle.
+    variance is E[a²] − E[a]², the form that keeps a double gradient in Paddle. ``mean_fn(t,
+    axes)`` replaces the local mean, e.g. by a mean over the shards of several processes.
     """
     axes = [0] + list(range(2, a.ndim))
-    mean = a.mean(axis=axes)
-    var = (a * a).mean(axis=axes) - mean * mean
+    if mean_fn is None:
+        mean_fn = lambda t, ax: t.mean(axis=ax)  # noqa: E731
+    mean = mean_fn(a, axes)
+    var = mean_fn(a * a, axes) - mean * mean
     return mean, var
 
 

@@ -97,7 +97,7 @@ class Collective:
         spatial axes), E[a²] − E[a]² as :func:`privbox.core.bn.batch_moments`."""
         from ..core.bn import batch_moments
 
-        return batch_moments(a)
+        return batch_moments(a, self.batch_mean)
 
     def batch_loss(self, shard_mean: paddle.Tensor) -> paddle.Tensor:
         """This rank's part of a batch-mean loss: (b/B)·(mean over the shard); the parts add up

@@ -271,11 +271,6 @@ class ShardCollective(_GroupCollective):
         count = int(np.prod([tensor.shape[a] for a in axis])) * self.world_size
         return self.sum(tensor.sum(axis=axis)) / count
 
-    def batch_moments(self, a: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
-        axes = [0] + list(range(2, a.ndim))
-        mean = self.batch_mean(a, axes)
-        return mean, self.batch_mean(a * a, axes) - mean * mean
-
     def batch_loss(self, shard_mean: paddle.Tensor) -> paddle.Tensor:
         return shard_mean * self.fraction
 
