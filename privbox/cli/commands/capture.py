@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         # Every rank builds the same model and batch and computes its shard; rank 0 writes.
         from ...distributed.cli import capture_job
 
-        update, secret, writer = capture_job(args, cap, client.model, batch, mean, std, client.model_kwargs())
+        update, secret, writer = capture_job(args, cap, client, batch)
         if not writer:
             return 0
     else:
