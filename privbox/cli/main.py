@@ -28,6 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure and defend against gradient leakage in federated learning (PaddlePaddle).",
     )
     parser.add_argument("--version", action="version", version=f"privbox {__version__}")
+    parser.add_argument(
+        "--threads", type=int, default=None, metavar="N",
+        help="CPU threads for Paddle and NumPy's BLAS (default: 1 on small or busy machines; see docs/en/performance.md)",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
         importlib.import_module(f"privbox.cli.commands.{name}").register(subparsers)
@@ -42,6 +46,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return 2
     try:
+        from ..runtime import configure_threads
+
+        configure_threads(args.threads)
         return int(args.func(args) or 0)
     except (CliError, ValueError, FileNotFoundError) as exc:
         print(f"privbox {args.command}: error: {exc}", file=sys.stderr)

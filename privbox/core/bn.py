@@ -8,7 +8,7 @@ that captures the statistics of a forward pass, and model state snapshots.
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 import paddle
@@ -35,15 +35,18 @@ def bn_layers(model: nn.Layer) -> list[tuple[str, nn.Layer]]:
     return [(name, layer) for name, layer in model.named_sublayers() if isinstance(layer, BN_TYPES)]
 
 
-def batch_moments(a: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
+def batch_moments(a: paddle.Tensor, mean_fn: Optional[Callable] = None) -> tuple[paddle.Tensor, paddle.Tensor]:
     """Per-channel mean and *biased* variance of a BN input ``[N, C, ...]`` over (N, spatial).
 
     Differentiable (the BN regulariser and the FedAvg twin back-propagate through it); the
-    variance is E[a²] − E[a]², the form that keeps a double gradient in Paddle.
+    variance is E[a²] − E[a]², the form that keeps a double gradient in Paddle. ``mean_fn(t,
+    axes)`` replaces the local mean, e.g. by a mean over the shards of several processes.
     """
     axes = [0] + list(range(2, a.ndim))
-    mean = a.mean(axis=axes)
-    var = (a * a).mean(axis=axes) - mean * mean
+    if mean_fn is None:
+        mean_fn = lambda t, ax: t.mean(axis=ax)  # noqa: E731
+    mean = mean_fn(a, axes)
+    var = mean_fn(a * a, axes) - mean * mean
     return mean, var
 
 
@@ -63,17 +66,22 @@ def ema(old: Union[paddle.Tensor, np.ndarray], batch: Union[paddle.Tensor, np.nd
 
 
 class BNStatsRecorder:
-    """Context manager recording each BN layer's input mean and biased variance (NumPy, float32)."""
+    """Context manager recording each BN layer's input mean and biased variance (NumPy, float32).
 
-    def __init__(self, model: nn.Layer) -> None:
+    ``moments`` computes them from the layer input (default :func:`batch_moments`; a distributed
+    capture passes the active collective's, which reduces over the global batch).
+    """
+
+    def __init__(self, model: nn.Layer, moments=None) -> None:
         self.model = model
+        self.moments = moments or batch_moments
         self.stats: dict[str, np.ndarray] = {}
         self._handles: list = []
 
     def __enter__(self) -> "BNStatsRecorder":
         for name, layer in bn_layers(self.model):
             def hook(lay, inputs, output, _name=name):
-                mean, var = batch_moments(inputs[0].detach())
+                mean, var = self.moments(inputs[0].detach())
                 self.stats[f"{_name}.mean"] = mean.numpy().astype(np.float32)
                 self.stats[f"{_name}.var"] = var.numpy().astype(np.float32)
 

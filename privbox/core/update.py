@@ -48,6 +48,7 @@ class UpdateMeta:
     local_epochs: int = 1
     lr: Optional[float] = None
     loss: str = "ce-mean"
+    optimizer: str = "sgd"
     bn_mode: str = "train"
     labels_shared: bool = False
     defenses: list[str] = field(default_factory=list)
