@@ -90,6 +90,7 @@ def run_cell(attack: AttackEntry, defense: DefenseEntry, seed: int, extra_defens
     from ..attacks import build_attack
     from ..attacks.registries import ENGINES
     from ..defenses import DEFENSES
+    from ..defenses.registry import unsupported_reason
     from ..fl.client import Client
     from ..metrics import evaluate
     from ..metrics.matching import score_images
@@ -101,6 +102,10 @@ def run_cell(attack: AttackEntry, defense: DefenseEntry, seed: int, extra_defens
     names = [d.name for d in spec.defenses]
     try:
         client = Client(spec)
+        refused = [(n, unsupported_reason(n, client.model, client.plan.bn_mode)) for n in names]
+        refused = [f"{why} (the defense requires {sorted(DEFENSES.entry(n).requires)})" for n, why in refused if why]
+        if refused:
+            return _skip(base, "; ".join(refused))
         update, secret = None, None
         for round_index in range(defense.rounds):
             update, secret = client.run_round(round_index=round_index)
