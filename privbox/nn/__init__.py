@@ -14,7 +14,7 @@ from .convert import (
     reshape_flatten,
     trainable_parameters,
 )
-from .models import MODEL_REGISTRY, ConvNet, DLGLeNet, ResNet, build_model, resnet18, resnet50, vgg11
+from .models import MODEL_REGISTRY, MODELS, ConvNet, DLGLeNet, ResNet, build_model, resnet18, resnet50, vgg11
 
 __all__ = [
     "functional",
@@ -25,6 +25,7 @@ __all__ = [
     "reshape_flatten",
     "trainable_parameters",
     "MODEL_REGISTRY",
+    "MODELS",
     "ConvNet",
     "DLGLeNet",
     "ResNet",
