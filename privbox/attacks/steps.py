@@ -9,7 +9,9 @@ from typing import Any, Callable
 import numpy as np
 import paddle
 
-__all__ = ["Adam", "flatten", "unflatten", "take_step"]
+from ..distributed.collective import active as active_collective
+
+__all__ = ["Adam", "flatten", "unflatten", "take_step", "initial_images"]
 
 
 class Adam:
@@ -90,3 +92,10 @@ def take_step(optimizer: Any, losses: Callable, track: Callable, variables: list
     return value, finite and all(math.isfinite(v) for v in seen)
 
 
+def initial_images(init: str, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """The first iterate: ``"randn"`` N(0, I), ``"rand"`` U(0, 1) or ``"zeros"`` (float32)."""
+    if init == "randn":
+        return rng.standard_normal(shape).astype(np.float32)
+    if init == "rand":
+        return rng.random(shape).astype(np.float32)
+    return np.zeros(shape, dtype=np.float32)
