@@ -103,7 +103,7 @@ def simulation_update(
     Returns:
         ``(simulation update, its ground truth, notes)``.
     """
-    from ...client import compute_update
+    from ...fl.capture import compute_update
 
     if target.kind != "gradient":
         raise ValueError(
