@@ -11,8 +11,7 @@ OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("randn", "rand", "zeros")
 
 
-class ConfigError(ValueError):
-    """An invalid configuration value or key."""
+from ..core.errors import ConfigError  # noqa: E402  (one error type for every config boundary)
 
 
 @dataclass
@@ -115,6 +114,13 @@ class AttackConfig:
                 raise ConfigError(f"unknown regularizer {name!r}; choose from {REGULARIZERS.names()}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"unknown lr schedule {self.schedule!r}; choose from {SCHEDULES.names()}")
+        from ..core.config_checks import check_finite, check_unit_interval
+
+        check_finite(self, "attack")
+        if not isinstance(self.adam_betas, (list, tuple)) or len(self.adam_betas) != 2:
+            raise ConfigError(f"must be two numbers (β1, β2), got {self.adam_betas!r}", where="attack.adam_betas",
+                              fix="e.g. adam_betas: [0.9, 0.999]")
+        check_unit_interval(list(self.adam_betas), "attack.adam_betas")
         self.adam_betas = tuple(float(b) for b in self.adam_betas)  # type: ignore[assignment]
 
     def _choice(self, key: str, options: tuple[str, ...]) -> None:

@@ -185,4 +185,7 @@ def build_model(name: str, num_classes: int = 10, **kwargs) -> nn.Layer:
     """Build a reference model by name (see ``MODEL_REGISTRY``), seeded by ``paddle.seed`` beforehand."""
     if name not in MODEL_REGISTRY:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODEL_REGISTRY)}")
+    from ..core.model_shapes import check_model_kwargs
+
+    check_model_kwargs(MODEL_REGISTRY[name], kwargs, where=f"model {name!r} arguments")
     return MODEL_REGISTRY[name](num_classes=num_classes, **kwargs)
