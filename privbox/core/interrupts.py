@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Iterator, Optional
 
-__all__ = ["interruptible", "check_interrupted", "StopGuard", "REPEAT_WINDOW_S"]
+__all__ = ["interruptible", "check_interrupted", "deferred", "StopGuard", "REPEAT_WINDOW_S"]
 
 #: Seconds after a raise during which further signals are recorded but not raised.
 REPEAT_WINDOW_S = 1.0
@@ -35,6 +35,8 @@ class StopGuard:
     def __init__(self) -> None:
         self.signum: Optional[int] = None
         self._raised_at: Optional[float] = None
+        self._defer_depth = 0
+        self._pending = False
 
     @property
     def stopped(self) -> bool:
@@ -48,6 +50,9 @@ class StopGuard:
         now = time.monotonic()
         if self._raised_at is None or now - self._raised_at > REPEAT_WINDOW_S:
             self._raised_at = now
+            if self._defer_depth:
+                self._pending = True  # raised when the critical section ends
+                return
             raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
     def check(self) -> None:
@@ -93,6 +98,25 @@ def interruptible() -> Iterator[StopGuard]:
         _ACTIVE.remove(guard)
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """A critical section: a stop signal arriving inside it is raised when it ends (if it ends
+    normally), so a few statements that must run together (create a temporary file and remember
+    its name, rename it into place) are never split by an interrupt."""
+    guard = _ACTIVE[-1] if _ACTIVE else None
+    if guard is None:
+        yield
+        return
+    guard._defer_depth += 1
+    try:
+        yield
+    finally:
+        guard._defer_depth -= 1
+    if guard._defer_depth == 0 and guard._pending:
+        guard._pending = False
+        raise KeyboardInterrupt(f"signal {signal.Signals(guard.signum).name}" if guard.signum else "signal")
 
 
 def check_interrupted() -> None:

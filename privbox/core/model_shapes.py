@@ -18,10 +18,10 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 from .errors import ModelMismatchError
 
-__all__ = ["check_input_shape", "check_model_kwargs", "output_size", "MAX_KWARG_INT"]
+__all__ = ["check_input_shape", "check_model_kwargs", "build_checked", "output_size", "MAX_KWARG_INT"]
 
 #: Largest integer a model keyword argument may carry (an image side of 1e9 would allocate TBs).
-MAX_KWARG_INT = 1 << 16
+MAX_KWARG_INT = 1 << 17
 
 
 def output_size(size: int, kernel: int, stride: int, pad_total: int, dilation: int = 1, ceil_mode: bool = False) -> int:
@@ -164,6 +164,18 @@ def check_model_kwargs(factory: Callable[..., Any], kwargs: Mapping[str, Any], w
                 f"{getattr(factory, '__name__', factory)!s} does not take {unknown}; it takes {accepted}",
                 where=where, fix="remove those keys from the update's model_kwargs, or build the model yourself")
     for key, value in kwargs.items():
-        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_KWARG_INT:
-            raise ModelMismatchError(f"{key}={value} is larger than {MAX_KWARG_INT}", where=f"{where}.{key}",
-                                     fix="a layer sized by it would not fit in memory; check the metadata")
+        if isinstance(value, int) and not isinstance(value, bool) and not 0 <= value <= MAX_KWARG_INT:
+            raise ModelMismatchError(f"{key}={value} is {'negative' if value < 0 else f'larger than {MAX_KWARG_INT}'}",
+                                     where=f"{where}.{key}", fix="a layer is sized by it; check the metadata")
+
+
+def build_checked(factory: Callable[..., Any], kwargs: Mapping[str, Any], where: str = "model_kwargs") -> Any:
+    """``factory(**kwargs)`` after :func:`check_model_kwargs`; a constructor that rejects the values
+    (Paddle's own shape assertions, a wrong type) raises :class:`ModelMismatchError`."""
+    check_model_kwargs(factory, kwargs, where)
+    try:
+        return factory(**kwargs)
+    except (TypeError, ValueError, AssertionError, ZeroDivisionError, OverflowError) as exc:
+        text = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise ModelMismatchError(f"the model cannot be built with {dict(kwargs)}: {text}", where=where,
+                                 fix="check the model arguments (the update's model_kwargs and num_classes)") from None

@@ -217,7 +217,7 @@ def _parse_header(data: bytes, where: str, limits: Limits) -> tuple[dict[str, di
         if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
             raise _bad(where, f"tensor {name!r} must have exactly the keys dtype, shape, data_offsets")
         dtype = entry["dtype"]
-        if dtype not in DTYPES:
+        if not isinstance(dtype, str) or dtype not in DTYPES:
             raise _bad(where, f"tensor {name!r} has dtype {dtype!r}; privbox reads {sorted(DTYPES)}")
         shape = entry["shape"]
         if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):

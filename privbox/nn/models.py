@@ -185,7 +185,6 @@ def build_model(name: str, num_classes: int = 10, **kwargs) -> nn.Layer:
     """Build a reference model by name (see ``MODEL_REGISTRY``), seeded by ``paddle.seed`` beforehand."""
     if name not in MODEL_REGISTRY:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODEL_REGISTRY)}")
-    from ..core.model_shapes import check_model_kwargs
+    from ..core.model_shapes import build_checked
 
-    check_model_kwargs(MODEL_REGISTRY[name], kwargs, where=f"model {name!r} arguments")
-    return MODEL_REGISTRY[name](num_classes=num_classes, **kwargs)
+    return build_checked(MODEL_REGISTRY[name], dict(kwargs, num_classes=num_classes), where=f"model {name!r} arguments")

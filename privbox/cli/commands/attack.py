@@ -188,6 +188,10 @@ def run_attack_to_dir(
             )
     elif resume:
         raise CliError(f"nothing to resume in {out} (no {RUN_FILE}); run without --resume to start")
+    if run_file.exists():
+        from ...core.atomic import remove_stale_temporaries
+
+        remove_stale_temporaries(out)  # what a SIGKILLed run left mid-write
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_file, {**record, "status": "running", "started": time.strftime("%Y-%m-%d %H:%M:%S")})
 
