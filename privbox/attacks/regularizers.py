@@ -4,10 +4,15 @@ A regularizer is a class registered by name. The engine builds each one with its
 options, calls :meth:`Regularizer.attach` once (it may register forward hooks on the model and
 read what it needs from the update), evaluates it after every forward pass, and calls
 :meth:`Regularizer.detach` at the end. A term with weight 0 is never evaluated.
+
+Means over the batch go through the active collective's ``batch_mean`` (a plain mean in one
+process): under ``--distributed`` a rank holds a shard of the batch, and the regularizer must
+still be the one of the global batch (ALGORITHMS.md §4.9).
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Optional
 
 import numpy as np
@@ -15,7 +20,9 @@ import paddle
 import paddle.nn as nn
 
 from ..core.update import ClientUpdate, MissingCapabilityError
-from ..core.registry import Registry
+from ..core.errors import ConfigError
+from ..core.registry import Range, Registry
+from ..distributed.collective import active as active_collective
 
 REGULARIZERS: Registry[type] = Registry("regularizer")
 BN_TYPES = (nn.BatchNorm1D, nn.BatchNorm2D, nn.BatchNorm3D, nn.BatchNorm)
@@ -29,7 +36,7 @@ class Regularizer:
 
     def __init__(self, weight: float, **options: Any) -> None:
         if options:
-            raise ValueError(f"{type(self).__name__} takes no options {sorted(options)}")
+            raise ConfigError(f"{type(self).__name__} takes no options {sorted(options)}; give only its weight")
         self.weight = float(weight)
 
     def attach(self, model: nn.Layer, update: ClientUpdate, context: dict) -> None:
@@ -43,12 +50,14 @@ class Regularizer:
 
 
 def _total_variation(x: paddle.Tensor) -> paddle.Tensor:
-    dx = (x[:, :, :, 1:] - x[:, :, :, :-1]).abs().mean()
-    dy = (x[:, :, 1:, :] - x[:, :, :-1, :]).abs().mean()
+    mean = active_collective().batch_mean
+    dx = mean((x[:, :, :, 1:] - x[:, :, :, :-1]).abs())
+    dy = mean((x[:, :, 1:, :] - x[:, :, :-1, :]).abs())
     return dx + dy
 
 
-@REGULARIZERS.register("tv")
+@REGULARIZERS.register("tv", description="anisotropic mean-L1 total variation (inversefed, E2EGI)",
+                       tunable={"weight": Range(1e-6, 0.1, log=True)})
 class TotalVariation(Regularizer):
     """Anisotropic mean-L1 TV: mean|∂x/∂w| + mean|∂x/∂h| (inversefed, E2EGI)."""
 
@@ -56,7 +65,8 @@ class TotalVariation(Regularizer):
         return _total_variation(x)
 
 
-@REGULARIZERS.register("tv4")
+@REGULARIZERS.register("tv4", description="four-direction TV, L2 (Frobenius) plus optional L1 part (NVIDIA)",
+                       tunable={"weight": Range(1e-6, 0.1, log=True), "l1_weight": Range(0.0, 1.0)})
 class FourDirectionTV(Regularizer):
     """NVIDIA's four-direction TV: ``l2`` weight · Σ_d ‖D_d‖_F + ``l1`` weight · Σ_d mean|D_d|.
 
@@ -74,19 +84,21 @@ class FourDirectionTV(Regularizer):
             x[:, :, 1:, :-1] - x[:, :, :-1, 1:],
             x[:, :, :-1, :-1] - x[:, :, 1:, 1:],
         ]
-        value = paddle.add_n([paddle.sqrt((d * d).sum() + _EPS) for d in diffs])
+        collective = active_collective()
+        value = paddle.add_n([paddle.sqrt(collective.sum((d * d).sum()) + _EPS) for d in diffs])
         if self.l1_weight:
-            value = value + self.l1_weight / max(self.weight, _EPS) * paddle.add_n([d.abs().mean() for d in diffs])
+            value = value + self.l1_weight / max(self.weight, _EPS) * paddle.add_n([collective.batch_mean(d.abs()) for d in diffs])
         return value
 
 
-@REGULARIZERS.register("image_norm")
+@REGULARIZERS.register("image_norm", description="mean per-sample L2 norm of the image (E2EGI --input-norm, NVIDIA l2)",
+                       tunable={"weight": Range(-1e-6, 0.0)})
 class ImageNorm(Regularizer):
     """mean_i ‖x̂_i‖₂ over each sample's C·H·W values (E2EGI ``--input-norm``, NVIDIA ``l2``)."""
 
     def __call__(self, x: paddle.Tensor) -> paddle.Tensor:
         flat = x.reshape([x.shape[0], -1])
-        return paddle.sqrt((flat * flat).sum(axis=1) + _EPS).mean()
+        return active_collective().batch_mean(paddle.sqrt((flat * flat).sum(axis=1) + _EPS))
 
 
 def recover_bn_statistics(
@@ -134,7 +146,12 @@ def recover_bn_statistics(
     return stats
 
 
-@REGULARIZERS.register("bn")
+@REGULARIZERS.register(
+    "bn",
+    description="BN-statistics matching against exact, running or recovered statistics (DeepInversion, E2EGI, NVIDIA)",
+    requires=("has_bn_batch_stats",),  # with the default source "exact"; see BNStatistics.requires
+    tunable={"weight": Range(1e-6, 0.1, log=True), "first_bn_multiplier": Range(1.0, 10.0)},
+)
 class BNStatistics(Regularizer):
     """BN-statistics matching (DeepInversion; Yin et al., CVPR 2021; E2EGI; NVIDIA).
 
@@ -154,7 +171,7 @@ class BNStatistics(Regularizer):
     ) -> None:
         super().__init__(weight)
         if source not in ("exact", "running", "recovered"):
-            raise ValueError(f"bn source must be 'exact', 'running' or 'recovered', got {source!r}")
+            raise ConfigError(f"bn source must be 'exact', 'running' or 'recovered', got {source!r}")
         self.source = source
         self.first_bn_multiplier = float(first_bn_multiplier)
         self.momentum = momentum
@@ -218,18 +235,20 @@ class BNStatistics(Regularizer):
 
     def __call__(self, x: paddle.Tensor) -> paddle.Tensor:
         terms = []
+        batch_mean = active_collective().batch_mean
         for i, name in enumerate(self._order):
             a = self._inputs[name]
             axes = [0] + list(range(2, a.ndim))
-            mean = a.mean(axis=axes)
-            var = (a * a).mean(axis=axes) - mean * mean
+            mean = batch_mean(a, axes)
+            var = batch_mean(a * a, axes) - mean * mean
             target_mean, target_var = self._targets[name]
             term = paddle.sqrt(((mean - target_mean) ** 2).sum() + _EPS) + paddle.sqrt(((var - target_var) ** 2).sum() + _EPS)
             terms.append(term * (self.first_bn_multiplier if i == 0 else 1.0))
         return paddle.add_n(terms)
 
 
-@REGULARIZERS.register("group")
+@REGULARIZERS.register("group", description="group consistency towards the orchestrator's seed consensus (Yin et al. 2021)",
+                       tunable={"weight": Range(1e-4, 1.0, log=True)})
 class GroupConsistency(Regularizer):
     """Group consistency R = mean((x̂_s − x̄)²) towards a consensus x̄ (Yin et al., CVPR 2021).
 
@@ -245,17 +264,29 @@ class GroupConsistency(Regularizer):
         consensus = self._context.get("group_consensus")
         if consensus is None:
             return paddle.zeros([])
-        return ((x - paddle.to_tensor(consensus, dtype=x.dtype)) ** 2).mean()
+        collective = active_collective()  # the consensus is a global batch; x a shard of it
+        return collective.batch_mean((x - paddle.to_tensor(collective.shard(consensus), dtype=x.dtype)) ** 2)
 
 
 def build_regularizers(spec: dict[str, Any]) -> list[Regularizer]:
-    """Build regularizers from ``{name: weight}`` or ``{name: {"weight": w, **options}}``."""
+    """Build regularizers from ``{name: weight}`` or ``{name: {"weight": w, **options}}``.
+
+    Bad names, a missing weight or unknown options raise a :class:`ConfigError` naming the
+    ``regularizers.<name>`` key and listing the valid options.
+    """
     built = []
     for name, value in spec.items():
         options = dict(value) if isinstance(value, dict) else {"weight": value}
         if "weight" not in options:
-            raise ValueError(f"regularizer {name!r} needs a 'weight'")
+            raise ConfigError(f"regularizer {name!r} needs a 'weight'", where=f"regularizers.{name}",
+                              fix=f"write {{{name}: {{weight: w, ...}}}} or {{{name}: w}}")
         if float(options["weight"]) == 0.0:
             continue
-        built.append(REGULARIZERS.get(name)(**options))
+        cls = REGULARIZERS.get(name)
+        try:
+            built.append(cls(**options))
+        except TypeError as exc:
+            valid = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "options")]
+            raise ConfigError(f"invalid options {sorted(options)} ({exc})", where=f"regularizers.{name}",
+                              fix=f"valid options are {valid}") from None
     return built

@@ -51,6 +51,9 @@ def register(subparsers) -> None:
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in DIR")
     parser.add_argument("--snapshot-every", type=int, metavar="N",
                         help="snapshot (PNG + checkpoint) every N iterations (overrides run.snapshot_every)")
+    from ...distributed.cli import add_distributed_arguments
+
+    add_distributed_arguments(parser, "attack")
     # Test hook: behave as if interrupted right after the snapshot at iteration N.
     parser.add_argument("--_interrupt-after", dest="interrupt_after", type=int, help=argparse.SUPPRESS)
     parser.set_defaults(func=run)
@@ -59,6 +62,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     """Execute ``privbox attack``; returns the exit code (130 when interrupted)."""
     from ...core.update import ClientUpdate
+    from ...distributed.cli import attack_job
 
     extra = [f"run.snapshot_every={args.snapshot_every}"] if args.snapshot_every is not None else []
     config = load_cli_config(args, extra)
@@ -67,13 +71,18 @@ def run(args: argparse.Namespace) -> int:
     device = set_device(config.run.device)
     attack_config = config.attack.build()
     try:
-        recon = run_attack_to_dir(
-            attack_config, config.run, update, update_path, Path(args.out), resume=args.resume,
-            interrupt_after=args.interrupt_after, device=device, command="attack",
-        )
+        # --distributed: every rank runs this; rank 0 alone writes (privbox.distributed.cli).
+        with attack_job(args, attack_config, update, update_path) as job:
+            recon = run_attack_to_dir(
+                attack_config, config.run, update, update_path, Path(args.out), resume=args.resume,
+                interrupt_after=args.interrupt_after, device=device, command="attack", writer=job.writer,
+                log=job.log, extra_record=job.record,
+            )
     except Interrupted as exc:
         print(f"privbox attack: {exc}")
         return 130
+    if not job.writer:
+        return 0
     print(f"privbox attack: {attack_config.name} finished: {recon.iterations} iterations, best gradient loss "
           f"{recon.best_loss:.4g} at iteration {recon.best_iteration}, {recon.wall_time:.1f} s")
     print(f"  labels: {recon.labels.tolist()} ({recon.label_method})")
@@ -106,16 +115,6 @@ def read_run_record(run_file: Path) -> dict[str, Any]:
     return record
 
 
-def attack_for(config, update):
-    """The engine for ``config`` and ``update``: :class:`~privbox.attacks.FedAvgInversion` for FedAvg
-    weight deltas and the ``nvidia_fl`` preset, :class:`~privbox.attacks.GradientInversion` otherwise."""
-    from ...attacks import FedAvgInversion, GradientInversion
-
-    if update.kind == "weight_delta" or config.name == "nvidia_fl":
-        return FedAvgInversion(config)
-    return GradientInversion(config)
-
-
 def run_attack_to_dir(
     config,
     run,
@@ -128,6 +127,7 @@ def run_attack_to_dir(
     command: str = "attack",
     log: Callable[[str], None] = print,
     extra_record: Optional[dict[str, Any]] = None,
+    writer: bool = True,
 ):
     """Run ``config`` on ``update`` with snapshots, checkpoints and atomic outputs in ``out``.
 
@@ -140,6 +140,8 @@ def run_attack_to_dir(
         interrupt_after: test hook: raise an interrupt after the snapshot at this iteration.
         command: the subcommand name, for messages.
         extra_record: more entries for ``attack.json``.
+        writer: ``False`` on the ranks of a distributed run other than rank 0: run the attack
+            (and its checkpoints) but write no snapshot, record or output.
 
     Returns:
         The :class:`~privbox.attacks.Reconstruction`.
@@ -150,6 +152,7 @@ def run_attack_to_dir(
         Interrupted: SIGINT/SIGTERM (or ``interrupt_after``); checkpoints are in ``out``.
     """
     from ... import __version__
+    from ...attacks import build_attack
     from ...attacks.tuning import build_model_for_update
     from ...report import save_loss_curves, write_json_atomic
     from ..main import CliError
@@ -158,14 +161,16 @@ def run_attack_to_dir(
     run_file = out / RUN_FILE
     snapshot_every, checkpoint_every = run.intervals(config.iterations)
     config = config.replace(snapshot_every=snapshot_every, progress=run.progress)
-    engine = attack_for(config, update)
-    # Refuse an update the attack cannot use before anything is written.
-    if hasattr(engine, "check_update"):
-        engine.check_update(update)
-    update.threat_model().require(engine.required_capabilities(update), f"attack {config.name!r}")
+    # The engine and orchestrator come from the config's registry entries (never from the preset's
+    # name); refuse an update the attack cannot use before anything is written.
+    attack = build_attack(config)
+    attack.check_update(update)
     model = build_model_for_update(update)
     update_sha = file_sha256(update_path)
     record = {"attack_config": _comparable(config.to_dict()), "update": str(update_path), "update_sha256": update_sha}
+    if not writer:
+        return attack.run(model, update, callback=lambda info: None, checkpoint_dir=str(out / "checkpoints"),
+                          checkpoint_every=checkpoint_every, resume=resume)
     if run_file.exists():
         previous = read_run_record(run_file)
         if not resume and previous.get("status") != "failed":
@@ -199,10 +204,11 @@ def run_attack_to_dir(
     last = {"iteration": 0, "restart": 0}
 
     def callback(info) -> None:
-        prefix = f"restart{info.restart}_" if config.restarts > 1 else ""
+        prefix = f"{info.phase.replace(' ', '_')}_seed{info.restart}_" if info.phase else (
+            f"restart{info.restart}_" if config.restarts > 1 else "")
         save_image_grid(snapshots / f"{prefix}iter_{info.iteration:06d}.png", info.pixels,
                         title=f"{config.name}: iteration {info.iteration}, gradient loss {info.loss:.3g}")
-        last.update(iteration=info.iteration, restart=info.restart)
+        last.update(iteration=info.iteration, restart=info.restart, phase=info.phase)
         check_interrupted()
         if interrupt_after is not None and info.iteration >= interrupt_after:
             raise KeyboardInterrupt("--_interrupt-after")
@@ -214,7 +220,7 @@ def run_attack_to_dir(
         + (", resuming" if resume else ""))
     try:
         with sigterm_as_keyboard_interrupt():
-            recon = engine.run(
+            recon = attack.run(
                 model, update, callback=callback, checkpoint_dir=str(out / "checkpoints"),
                 checkpoint_every=checkpoint_every, resume=resume,
             )
@@ -230,7 +236,9 @@ def run_attack_to_dir(
                 **recon.summary(),
                 "config": config.to_dict(),
                 "update": {"path": str(update_path), "sha256": update_sha, "meta": update.meta.__dict__},
-                "threat_model": engine.required_capabilities(update),
+                "threat_model": attack.required_capabilities(update),
+                "engine": attack.engine_name(update),
+                "orchestrator": config.orchestrator,
                 "resumed": bool(resume),
                 "environment": {"privbox": __version__, "paddle": paddle.__version__, "device": device,
                                 "machine": platform.machine()},
@@ -242,8 +250,9 @@ def run_attack_to_dir(
             write_json_atomic(run_file, {**record, "status": "complete"})
     except KeyboardInterrupt:
         write_json_atomic(run_file, {**record, "status": "interrupted", "last_snapshot": last})
+        where = f"{last['phase']}, seed {last['restart']}" if last.get("phase") else f"restart {last['restart']}"
         raise Interrupted(
-            f"interrupted (last snapshot: restart {last['restart']}, iteration {last['iteration']}); checkpoints "
+            f"interrupted (last snapshot: {where}, iteration {last['iteration']}); checkpoints "
             f"every {checkpoint_every} iterations are in {out / 'checkpoints'}. Rerun the same command with "
             "--resume to continue to the same result."
         ) from None

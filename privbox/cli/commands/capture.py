@@ -28,6 +28,9 @@ def register(subparsers) -> None:
     add_config_args(parser, "e.g. capture_lenet, capture_resnet18")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--force", action="store_true", help="overwrite an update already in DIR")
+    from ...distributed.cli import add_distributed_arguments
+
+    add_distributed_arguments(parser, "capture")
     parser.set_defaults(func=run)
 
 
@@ -59,7 +62,14 @@ def run(args: argparse.Namespace) -> int:
     except TypeError as exc:
         raise CliError(f"capture.model_kwargs {kwargs} do not fit model {cap.model!r}: {exc}") from None
     mean, std = cap.normalisation()
-    if cap.kind == "weight_delta":
+    if getattr(args, "distributed", None):
+        # Every rank builds the same model and batch and computes its shard; rank 0 writes.
+        from ...distributed.cli import capture_job
+
+        update, secret, writer = capture_job(args, cap, model, batch, mean, std, kwargs)
+        if not writer:
+            return 0
+    elif cap.kind == "weight_delta":
         update, secret = compute_fedavg_update(
             model, batch.images, batch.labels, mean, std, lr=cap.local_lr, local_epochs=cap.local_epochs,
             batch_size=cap.local_batch_size, seed=cap.seed, bn_mode=cap.bn_mode, num_classes=cap.num_classes,
