@@ -22,7 +22,7 @@ import paddle
 import paddle.nn as nn
 from tqdm.auto import tqdm
 
-from ..client import denormalize
+from ..core.images import denormalize
 from ..nn import functional as PF
 from ..nn.convert import make_twice_differentiable, trainable_parameters
 from ..nn.functional_model import parameter_gradients

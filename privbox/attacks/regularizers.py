@@ -19,13 +19,13 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
+from ..core.bn import BN_TYPES, batch_moments
 from ..core.update import ClientUpdate, MissingCapabilityError
 from ..core.errors import ConfigError
 from ..core.registry import Range, Registry
 from ..distributed.collective import active as active_collective
 
 REGULARIZERS: Registry[type] = Registry("regularizer")
-BN_TYPES = (nn.BatchNorm1D, nn.BatchNorm2D, nn.BatchNorm3D, nn.BatchNorm)
 _EPS = 1e-12
 
 
@@ -238,9 +238,7 @@ class BNStatistics(Regularizer):
         batch_mean = active_collective().batch_mean
         for i, name in enumerate(self._order):
             a = self._inputs[name]
-            axes = [0] + list(range(2, a.ndim))
-            mean = batch_mean(a, axes)
-            var = batch_mean(a * a, axes) - mean * mean
+            mean, var = batch_moments(a, batch_mean)
             target_mean, target_var = self._targets[name]
             term = paddle.sqrt(((mean - target_mean) ** 2).sum() + _EPS) + paddle.sqrt(((var - target_var) ** 2).sum() + _EPS)
             terms.append(term * (self.first_bn_multiplier if i == 0 else 1.0))

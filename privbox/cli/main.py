@@ -30,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"privbox {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show the Python traceback of an error (default: a one-line message, exit code 2)")
+    parser.add_argument(
+        "--threads", type=int, default=None, metavar="N",
+        help="CPU threads for Paddle and NumPy's BLAS (default: 1 on small or busy machines; see docs/en/performance.md)",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
         importlib.import_module(f"privbox.cli.commands.{name}").register(subparsers)
@@ -52,6 +56,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         with interruptible():
             _check_output_args(parser, args)
+            from ..runtime import configure_threads
+
+            configure_threads(args.threads)
             return int(args.func(args) or 0)
     except KeyboardInterrupt as exc:
         if args.debug:

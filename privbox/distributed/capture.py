@@ -26,15 +26,12 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
-from ..client import (
-    _check_logits,
-    _prepare_batch,
-    _running_delta,
-    bn_layers,
-    normalize,
-    package_update,
-    state_snapshot,
-)
+from ..core.bn import bn_layers, state_snapshot
+from ..core.images import normalize
+from ..fl.packaging import check_logits as _check_logits
+from ..fl.packaging import package_update
+from ..fl.packaging import prepare_batch as _prepare_batch
+from ..fl.packaging import running_delta as _running_delta
 from ..core.update import ClientUpdate, Secret
 from ..nn import functional as PF
 from ..nn.convert import trainable_parameters
@@ -96,7 +93,7 @@ def distributed_update(
 
     Call it on every rank with the same model θ0 and the same global batch; each rank forwards
     its contiguous shard (``collective.shard``). With a one-process collective it is
-    :func:`privbox.client.compute_update`. Arguments as there; ``collective`` is a
+    :func:`privbox.fl.capture.compute_update`. Arguments as there; ``collective`` is a
     :class:`~privbox.distributed.comm.ShardCollective` (``sync_bn`` chooses synchronised or
     per-shard BN). Every rank returns the same update.
 

@@ -1,7 +1,7 @@
 """``privbox capture --distributed`` on 2 gloo ranks equals the one-process capture (ALGORITHMS.md §4.9).
 
 Reference: the ordinary one-process ``privbox capture`` of the same config (model, batch and seed),
-which runs :func:`privbox.client.compute_update`. With synchronised BN the gradient, the BN
+which runs :func:`privbox.fl.capture.compute_update`. With synchronised BN the gradient, the BN
 running-statistic delta and the exact BN statistics must agree to 1e-5. With per-shard BN
 (``--dist-bn shard``) the update must instead be the mean of the two half-batch gradients,
 each computed by the one-process client on its half (the GH scheme's asynchronous BN).
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from privbox.client import compute_update
+from privbox.fl.capture import compute_update
 from privbox.core.update import ClientUpdate, Secret
 from privbox.nn import build_model
 
