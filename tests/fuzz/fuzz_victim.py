@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from privbox.client import compute_update
+from privbox.fl.capture import compute_update
 from privbox.data import make_target_batch
 from privbox.nn import build_model
 

@@ -9,7 +9,7 @@ import pytest
 
 from privbox.attacks import GradientInversion, Reconstruction, get_preset
 from privbox.attacks.tuning import build_model_for_update
-from privbox.client import compute_update
+from privbox.fl.capture import compute_update
 from privbox.core.errors import ModelMismatchError, PrivboxError, UpdateFileError, InputError
 from privbox.core.update import ClientUpdate, Secret, UpdateMeta
 from privbox.data import make_target_batch
