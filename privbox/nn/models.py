@@ -187,4 +187,6 @@ MODEL_REGISTRY = RegistryView(MODELS)
 
 def build_model(name: str, num_classes: int = 10, **kwargs) -> nn.Layer:
     """Build a reference model by name (see ``MODEL_REGISTRY``), seeded by ``paddle.seed`` beforehand."""
-    return MODELS.get(name)(num_classes=num_classes, **kwargs)
+    from ..core.model_shapes import build_checked
+
+    return build_checked(MODELS.get(name), dict(kwargs, num_classes=num_classes), where=f"model {name!r} arguments")
