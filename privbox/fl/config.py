@@ -275,6 +275,12 @@ def load_fl_config(path: Optional[PathLike] = None, overrides: Sequence[str] = (
     resolved = resolve_config_path(path if path is not None else "fl")
     data = copy.deepcopy(_read_yaml(resolved))
     for text in overrides:
+        head, sep, raw = text.partition("=")
+        if sep and head.strip() in ("clients", "client"):  # a whole table or section: clients=[{...}, ...]
+            from ..config import parse_yaml_value
+
+            data[head.strip()] = parse_yaml_value(raw)
+            continue
         keys, value = parse_override(text)
         if keys[0] not in _TOP:
             raise ConfigError(f"unknown section {keys[0]!r}", where=f"-o {text}", fix=f"valid sections are {', '.join(_TOP)}")
