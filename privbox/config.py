@@ -594,27 +594,17 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
-#: Descriptions of AttackConfig fields its docstring does not list.
-_EXTRA_DOCS = {"extra": "attack-specific options, e.g. the FedAvg inversion's ``mode`` (``FedAvgOptions``)"}
-
-
 def _attack_field_docs() -> dict[str, str]:
-    """Field descriptions parsed from :class:`~privbox.attacks.AttackConfig`'s docstring."""
+    """Field descriptions of :class:`~privbox.attacks.AttackConfig`, from its field metadata."""
     from .attacks.config import AttackConfig
+    from .core.fields import field_choices, field_help
 
-    doc = inspect.getdoc(AttackConfig) or ""
-    body = doc.split("Attributes:", 1)[1] if "Attributes:" in doc else ""
-    docs: dict[str, str] = {}
-    current: list[str] = []
-    for line in body.splitlines():
-        match = re.match(r"^    ([a-z_0-9]+(?: / [a-z_0-9]+)*): (.*)$", line)
-        if match:
-            current = match.group(1).split(" / ")
-            for name in current:
-                docs[name] = match.group(2).strip()
-        elif line.startswith("        ") and current:
-            for name in current:
-                docs[name] += " " + line.strip()
+    docs = {}
+    for f in dataclasses.fields(AttackConfig):
+        text = field_help(f)
+        if field_choices(f):
+            text += " (one of " + ", ".join(f"`{c}`" for c in field_choices(f)) + ")"
+        docs[f.name] = text
     return docs
 
 
@@ -639,7 +629,7 @@ def config_reference_markdown() -> str:
             )
             docs = _attack_field_docs()
             for key, hint in _attack_hints().items():
-                text = docs.get(key) or _EXTRA_DOCS.get(key, "")
+                text = docs.get(key, "")
                 lines.append(f"| `{key}` | {_type_name(hint)} | from the preset | {_cell(text)} |")
             lines.append("")
             continue

@@ -34,6 +34,11 @@ from .reconstruction import Reconstruction
 from .regularizers import Regularizer, build_regularizers
 from .schedules import SCHEDULES
 from .state import TrialState, config_fingerprint
+from ..core.registry import Range
+from .registries import ENGINES
+from .steps import Adam, flatten, unflatten
+
+_Adam = Adam  # the name privbox.attacks.fedavg imports
 
 
 @dataclass
@@ -45,41 +50,11 @@ class IterationInfo:
     best_loss: float
     images: np.ndarray  # current iterate, model space
     pixels: np.ndarray  # current iterate, [0, 1]
-    restart: int = 0
+    restart: int = 0  # restart index, or the seed index inside an orchestrator's phase
+    phase: str = ""  # the orchestrator's phase or round ("" for a plain run)
 
 
 SnapshotCallback = Callable[[IterationInfo], None]
-
-
-class _Adam:
-    """Adam (Kingma & Ba, 2015) on a list of tensors; the sign is taken before the moments when
-    ``signed`` (Inverting Gradients' "signed Adam")."""
-
-    def __init__(self, variables: list[paddle.Tensor], betas: tuple[float, float], signed: bool) -> None:
-        self.variables, self.betas, self.signed = variables, betas, signed
-        self.t = 0
-        self._m = [paddle.zeros(v.shape, dtype=v.dtype) for v in variables]
-        self._v = [paddle.zeros(v.shape, dtype=v.dtype) for v in variables]
-
-    def step(self, grads: list[paddle.Tensor], lr: float) -> None:
-        b1, b2 = self.betas
-        self.t += 1
-        c1, c2 = 1 - b1**self.t, 1 - b2**self.t
-        with paddle.no_grad():
-            for i, (var, grad) in enumerate(zip(self.variables, grads)):
-                if self.signed:
-                    grad = paddle.sign(grad)
-                self._m[i] = b1 * self._m[i] + (1 - b1) * grad
-                self._v[i] = b2 * self._v[i] + (1 - b2) * grad * grad
-                var.set_value(var - lr * (self._m[i] / c1) / (paddle.sqrt(self._v[i] / c2) + 1e-8))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"kind": "adam", "t": self.t, "m": [m.numpy() for m in self._m], "v": [v.numpy() for v in self._v]}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.t = int(state["t"])
-        self._m = [paddle.to_tensor(np.asarray(a, dtype=np.float32)) for a in state["m"]]
-        self._v = [paddle.to_tensor(np.asarray(a, dtype=np.float32)) for a in state["v"]]
 
 
 class GradientInversion:
@@ -334,9 +309,9 @@ class GradientInversion:
     def _new_optimizer(self, variables: list[paddle.Tensor], lr: float):
         cfg = self.config
         if cfg.optimizer == "adam":
-            return _Adam(variables, cfg.adam_betas, cfg.signed)
+            return Adam(variables, cfg.adam_betas, cfg.signed)
         return NumpyLBFGS(
-            _flatten(variables),
+            flatten(variables),
             lr=lr,
             max_iter=cfg.lbfgs_max_iter,
             history_size=cfg.lbfgs_history,
@@ -458,7 +433,7 @@ class GradientInversion:
                     if cfg.boxed:
                         x.set_value(paddle.maximum(paddle.minimum(x, high_t), low_t))
                 if isinstance(optimizer, NumpyLBFGS) and (cfg.noise or cfg.boxed):
-                    optimizer.x = _flatten(variables)
+                    optimizer.x = flatten(variables)
                 state.iteration = t + 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{state.best_loss:.3g}", refresh=False)
@@ -512,7 +487,7 @@ class GradientInversion:
 
     def _step(self, optimizer, losses, track, variables, lr: float, t: int) -> tuple[float, bool]:
         """One iteration of the configured step rule; returns (gradient loss, all finite)."""
-        if isinstance(optimizer, _Adam):
+        if isinstance(optimizer, Adam):
             total, distance = losses()
             value = float(distance)
             if not (math.isfinite(value) and math.isfinite(float(total))):
@@ -524,17 +499,17 @@ class GradientInversion:
         optimizer.lr = lr
 
         def closure(flat: np.ndarray) -> tuple[float, np.ndarray]:
-            _unflatten(flat, variables)
+            unflatten(flat, variables)
             total, distance = losses()
             value = float(distance)
             seen.append(value)
             if not math.isfinite(float(total)):
                 return math.nan, np.zeros_like(flat)
             track(value, t)
-            return float(total), _flatten(paddle.grad(total, variables))
+            return float(total), flatten(paddle.grad(total, variables))
 
         optimizer.step(closure)
-        _unflatten(optimizer.x, variables)
+        unflatten(optimizer.x, variables)
         finite = bool(np.isfinite(optimizer.x).all())
         value = seen[0] if seen else math.nan
         return value, finite and all(math.isfinite(v) for v in seen)
@@ -546,13 +521,15 @@ def _observed_targets(named: list[tuple[str, paddle.Tensor]], update: ClientUpda
     return [paddle.to_tensor(observed[name], dtype="float32") for name, _ in named]
 
 
-def _flatten(tensors) -> np.ndarray:
-    return np.concatenate([np.asarray(t.numpy() if hasattr(t, "numpy") else t).reshape(-1) for t in tensors]).astype(np.float64)
-
-
-def _unflatten(flat: np.ndarray, variables: list[paddle.Tensor]) -> None:
-    offset = 0
-    for var in variables:
-        size = int(np.prod(var.shape))
-        var.set_value(flat[offset : offset + size].reshape(var.shape).astype(np.float32))
-        offset += size
+ENGINES.add(
+    "gradient",
+    GradientInversion,
+    description="FedSGD gradient matching; a FedAvg delta is read as the pseudo-gradient -dW/(lr*K) (ALGORITHMS.md 4.1)",
+    requires=("has_gradients",),
+    tunable={
+        "lr": Range(0.1, 1.0),
+        "gradient_weight": Range(0.01, 1.0),
+        "iterations": Range(5000, 20000, integer=True),
+    },
+    default_for="gradient",
+)

@@ -26,19 +26,19 @@ def _weights(weights: Optional[Sequence[float]], n: int) -> Sequence[float]:
     return weights
 
 
-@OBJECTIVES.register("l2")
+@OBJECTIVES.register("l2", description="squared L2 distance summed over layers (DLG, iDLG)")
 def l2(dummy: Sequence[paddle.Tensor], target: Sequence[paddle.Tensor], weights: Optional[Sequence[float]] = None) -> paddle.Tensor:
     """Σ_l w_l‖ĝ_l − g_l‖² (DLG, Zhu et al. 2019; iDLG)."""
     return paddle.add_n([w * ((d - t) ** 2).sum() for d, t, w in zip(dummy, target, _weights(weights, len(dummy)))])
 
 
-@OBJECTIVES.register("l2_mean")
+@OBJECTIVES.register("l2_mean", description="per-layer mean squared error, summed (old PaddleSleeve DLG)")
 def l2_mean(dummy: Sequence[paddle.Tensor], target: Sequence[paddle.Tensor], weights: Optional[Sequence[float]] = None) -> paddle.Tensor:
     """Σ_l w_l‖ĝ_l − g_l‖²/numel_l (the old PaddleSleeve DLG distance; not a default)."""
     return paddle.add_n([w * ((d - t) ** 2).mean() for d, t, w in zip(dummy, target, _weights(weights, len(dummy)))])
 
 
-@OBJECTIVES.register("l2_norm")
+@OBJECTIVES.register("l2_norm", description="L2 norm (not squared) summed over layers (NVIDIA update matching)")
 def l2_norm(dummy: Sequence[paddle.Tensor], target: Sequence[paddle.Tensor], weights: Optional[Sequence[float]] = None) -> paddle.Tensor:
     """Σ_l w_l‖ĝ_l − g_l‖, not squared (NVIDIA update matching, Hatamizadeh et al. 2023)."""
     return paddle.add_n(
@@ -46,7 +46,7 @@ def l2_norm(dummy: Sequence[paddle.Tensor], target: Sequence[paddle.Tensor], wei
     )
 
 
-@OBJECTIVES.register("cosine")
+@OBJECTIVES.register("cosine", description="one global cosine distance over all layers (Inverting Gradients, E2EGI)")
 def cosine(dummy: Sequence[paddle.Tensor], target: Sequence[paddle.Tensor], weights: Optional[Sequence[float]] = None) -> paddle.Tensor:
     """1 − Σ_l w_l⟨ĝ_l, g_l⟩ / (‖ĝ‖_w ‖g‖_w), one global cosine (Geiping et al., NeurIPS 2020)."""
     ws = _weights(weights, len(dummy))
@@ -56,7 +56,7 @@ def cosine(dummy: Sequence[paddle.Tensor], target: Sequence[paddle.Tensor], weig
     return 1.0 - dot / (paddle.sqrt(dn + _EPS) * paddle.sqrt(tn + _EPS))
 
 
-@OBJECTIVES.register("cosine_layer")
+@OBJECTIVES.register("cosine_layer", description="sum of per-layer cosine distances (inversefed simlocal)")
 def cosine_layer(dummy: Sequence[paddle.Tensor], target: Sequence[paddle.Tensor], weights: Optional[Sequence[float]] = None) -> paddle.Tensor:
     """Σ_l w_l(1 − cos(ĝ_l, g_l)), per-layer cosine (inversefed "simlocal")."""
     terms = []

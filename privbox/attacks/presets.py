@@ -1,16 +1,46 @@
 """Paper-faithful, editable attack presets.
 
 Each function returns an :class:`AttackConfig` with the published defaults; pass keyword
-overrides or call ``.replace(...)`` on the result, then build ``GradientInversion(config)``.
+overrides or call ``.replace(...)`` on the result, then ``build_attack(config)``. Every preset is
+an entry of :data:`~privbox.attacks.registries.ATTACKS` that declares which engine and
+orchestrator run it and what it requires from the update; the config it returns says the same
+(``engine``, ``orchestrator``), so nothing dispatches on a preset's name.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Callable, Iterator
 
-from .config import AttackConfig
+from .config import AttackConfig, ConfigError
+from .registries import ATTACKS
+
+PresetFn = Callable[..., AttackConfig]
 
 
+def register_preset(
+    name: str,
+    *,
+    description: str,
+    requires: tuple[str, ...] = (),
+    engine: str = "auto",
+    orchestrator: str = "restarts",
+) -> Callable[[PresetFn], PresetFn]:
+    """Register a preset function in :data:`ATTACKS`, declaring its engine and orchestrator.
+
+    The function must return a config whose ``engine`` and ``orchestrator`` are the declared ones
+    (a test checks every entry).
+    """
+
+    def decorator(fn: PresetFn) -> PresetFn:
+        ATTACKS.add(name, fn, description=description, requires=requires, engine=engine, orchestrator=orchestrator)
+        return fn
+
+    return decorator
+
+
+@register_preset("dlg", description="DLG: joint images + soft labels, L2 distance, L-BFGS (Zhu et al. 2019)",
+                 requires=("has_gradients",))
 def dlg(**overrides: Any) -> AttackConfig:
     """DLG (Zhu, Liu and Han, "Deep Leakage from Gradients", NeurIPS 2019).
 
@@ -39,6 +69,8 @@ def dlg(**overrides: Any) -> AttackConfig:
     return base.replace(**overrides)
 
 
+@register_preset("idlg", description="iDLG: analytic labels, then DLG on the images (Zhao et al. 2020)",
+                 requires=("has_gradients",))
 def idlg(**overrides: Any) -> AttackConfig:
     """iDLG (Zhao, Mopuri and Bilen, "iDLG: Improved Deep Leakage from Gradients", 2020).
 
@@ -49,16 +81,34 @@ def idlg(**overrides: Any) -> AttackConfig:
     return dlg(name="idlg", label_strategy="recover", label_method="auto").replace(**overrides)
 
 
-PRESETS = {"dlg": dlg, "idlg": idlg}
+class _PresetView(Mapping):
+    """``{name: preset function}``, a live read-only view of :data:`ATTACKS`."""
+
+    def __getitem__(self, name: str) -> PresetFn:
+        if name not in ATTACKS:
+            raise KeyError(name)
+        return ATTACKS.get(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(ATTACKS.names())
+
+    def __len__(self) -> int:
+        return len(ATTACKS)
+
+
+PRESETS: Mapping[str, PresetFn] = _PresetView()
 
 
 def get_preset(name: str, **overrides: Any) -> AttackConfig:
-    """Return the preset ``name`` with ``overrides`` applied."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown attack preset {name!r}; choose one of {sorted(PRESETS)}")
-    return PRESETS[name](**overrides)
+    """Return the preset ``name`` with ``overrides`` applied (unknown names raise a
+    :class:`ConfigError` listing the presets)."""
+    if not isinstance(name, str) or name not in ATTACKS:
+        raise ConfigError(f"unknown attack preset {name!r}; choose one of {ATTACKS.names()}")
+    return ATTACKS.get(name)(**overrides)
 
 
+@register_preset("inverting_gradients", description="Inverting Gradients: cosine + TV, signed Adam, box (Geiping et al. 2020)",
+                 requires=("has_gradients",))
 def inverting_gradients(**overrides: Any) -> AttackConfig:
     """Inverting Gradients (Geiping et al., NeurIPS 2020), inversefed's "ours" settings.
 
@@ -82,6 +132,8 @@ def inverting_gradients(**overrides: Any) -> AttackConfig:
     return base.replace(**overrides)
 
 
+@register_preset("gradinversion", description="GradInversion-style: L2 + BN (running) + TV + image norm, noise, Yin labels (Yin et al. 2021)",
+                 requires=("has_gradients", "has_global_state"))
 def gradinversion(**overrides: Any) -> AttackConfig:
     """GradInversion-style attack (Yin et al., CVPR 2021; breaching's See-Through-Gradients config).
 
@@ -107,16 +159,18 @@ def gradinversion(**overrides: Any) -> AttackConfig:
     return base.replace(**overrides)
 
 
-def e2egi(**overrides: Any) -> AttackConfig:
-    """E2EGI single-group attack (Li et al.; E2EGI README defaults for ResNet-50, B = 8).
+@register_preset("e2egi_single", description="E2EGI single seed group: cosine + TV + exact BN, signed Adam, noise, box (Li et al.)",
+                 requires=("has_gradients", "has_labels", "has_bn_batch_stats"))
+def e2egi_single(**overrides: Any) -> AttackConfig:
+    """E2EGI single-group attack (Li et al.; E2EGI README defaults for ResNet-50, B = 8, n_seed 1).
 
     Global cosine + TV 0.0114 + BN matching 0.0357 against exact batch statistics; signed Adam,
     lr0 0.1046 with E2EGI's cosine (floor 1e-3, period T+10), noise κ 0.2·lr, box, T 24 000,
-    best iterate by gradient loss (``--min-grads-loss``); labels known. MLCO (8 seeds) is
-    :func:`privbox.attacks.mlco.run_mlco`.
+    best iterate by gradient loss (``--min-grads-loss``); labels known. The paper's method runs
+    this rule inside MLCO: :func:`e2egi`.
     """
     base = AttackConfig(
-        name="e2egi",
+        name="e2egi_single",
         objective="cosine",
         optimizer="adam",
         lr=0.1046,
@@ -132,13 +186,27 @@ def e2egi(**overrides: Any) -> AttackConfig:
     return base.replace(**overrides)
 
 
+@register_preset("e2egi", description="E2EGI with MLCO: 8 seeds, init/inner/final phases, greedy seed combination (Li et al.)",
+                 requires=("has_gradients", "has_labels", "has_bn_batch_stats"), engine="gradient", orchestrator="mlco")
+def e2egi(**overrides: Any) -> AttackConfig:
+    """E2EGI (Li et al.; ALGORITHMS.md §4.6): the single-group rule of :func:`e2egi_single` run by
+    the ``mlco`` orchestrator with the paper's MLCO settings (S = 8 seeds, T_in = 1000 inner
+    iterations, α_G = 0.01, final phase from the fresh group; ``orchestrator_params`` changes them).
+
+    ``GradientInversion(e2egi())`` runs one group of the rule; ``build_attack(e2egi())`` runs MLCO.
+    """
+    return e2egi_single(name="e2egi", engine="gradient", orchestrator="mlco").replace(**overrides)
+
+
+@register_preset("ga", description="the Label-based-Defense gradient attack: E2EGI's rule, TV 0.1, LLG labels, TV early stop",
+                 requires=("has_gradients",))
 def ga(**overrides: Any) -> AttackConfig:
     """The gradient attack (GA) of the Label-based-Defense study ("Label is the culprit").
 
     E2EGI's update rule, always signed and boxed, lr 0.1, TV 0.1, no BN term, no noise,
     15 000 iterations, LLG labels, early stop once the TV of the best iterate is below 0.28.
     """
-    return e2egi(
+    return e2egi_single(
         name="ga",
         lr=0.1,
         iterations=15000,
@@ -150,16 +218,8 @@ def ga(**overrides: Any) -> AttackConfig:
     ).replace(**overrides)
 
 
-PRESETS.update(
-    {
-        "inverting_gradients": inverting_gradients,
-        "gradinversion": gradinversion,
-        "e2egi": e2egi,
-        "ga": ga,
-    }
-)
-
-
+@register_preset("nvidia_fl", description="NVIDIA FL update inversion: unrolled local SGD, BN from running-stat deltas (Hatamizadeh et al. 2023)",
+                 requires=("has_weight_delta", "has_local_hparams", "has_global_state", "has_bn_running_delta"), engine="fedavg")
 def nvidia_fl(**overrides: Any) -> AttackConfig:
     """NVIDIA FL update inversion (Hatamizadeh et al., "Do Gradient Inversion Attacks Make
     Federated Learning Unsafe?", IEEE TMI 2023; ``config_inversion.json``), for
@@ -179,6 +239,7 @@ def nvidia_fl(**overrides: Any) -> AttackConfig:
     extra.update(overrides.pop("extra", {}))
     base = AttackConfig(
         name="nvidia_fl",
+        engine="fedavg",
         objective="l2_norm",
         gradient_weight=1e-3,
         optimizer="adam",
@@ -192,5 +253,3 @@ def nvidia_fl(**overrides: Any) -> AttackConfig:
     )
     return base.replace(**overrides)
 
-
-PRESETS["nvidia_fl"] = nvidia_fl

@@ -8,6 +8,7 @@ read what it needs from the update), evaluates it after every forward pass, and 
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Optional
 
 import numpy as np
@@ -15,7 +16,8 @@ import paddle
 import paddle.nn as nn
 
 from ..core.update import ClientUpdate, MissingCapabilityError
-from ..core.registry import Registry
+from ..core.errors import ConfigError
+from ..core.registry import Range, Registry
 
 REGULARIZERS: Registry[type] = Registry("regularizer")
 BN_TYPES = (nn.BatchNorm1D, nn.BatchNorm2D, nn.BatchNorm3D, nn.BatchNorm)
@@ -29,7 +31,7 @@ class Regularizer:
 
     def __init__(self, weight: float, **options: Any) -> None:
         if options:
-            raise ValueError(f"{type(self).__name__} takes no options {sorted(options)}")
+            raise ConfigError(f"{type(self).__name__} takes no options {sorted(options)}; give only its weight")
         self.weight = float(weight)
 
     def attach(self, model: nn.Layer, update: ClientUpdate, context: dict) -> None:
@@ -48,7 +50,8 @@ def _total_variation(x: paddle.Tensor) -> paddle.Tensor:
     return dx + dy
 
 
-@REGULARIZERS.register("tv")
+@REGULARIZERS.register("tv", description="anisotropic mean-L1 total variation (inversefed, E2EGI)",
+                       tunable={"weight": Range(1e-6, 0.1, log=True)})
 class TotalVariation(Regularizer):
     """Anisotropic mean-L1 TV: mean|∂x/∂w| + mean|∂x/∂h| (inversefed, E2EGI)."""
 
@@ -56,7 +59,8 @@ class TotalVariation(Regularizer):
         return _total_variation(x)
 
 
-@REGULARIZERS.register("tv4")
+@REGULARIZERS.register("tv4", description="four-direction TV, L2 (Frobenius) plus optional L1 part (NVIDIA)",
+                       tunable={"weight": Range(1e-6, 0.1, log=True), "l1_weight": Range(0.0, 1.0)})
 class FourDirectionTV(Regularizer):
     """NVIDIA's four-direction TV: ``l2`` weight · Σ_d ‖D_d‖_F + ``l1`` weight · Σ_d mean|D_d|.
 
@@ -80,7 +84,8 @@ class FourDirectionTV(Regularizer):
         return value
 
 
-@REGULARIZERS.register("image_norm")
+@REGULARIZERS.register("image_norm", description="mean per-sample L2 norm of the image (E2EGI --input-norm, NVIDIA l2)",
+                       tunable={"weight": Range(-1e-6, 0.0)})
 class ImageNorm(Regularizer):
     """mean_i ‖x̂_i‖₂ over each sample's C·H·W values (E2EGI ``--input-norm``, NVIDIA ``l2``)."""
 
@@ -134,7 +139,12 @@ def recover_bn_statistics(
     return stats
 
 
-@REGULARIZERS.register("bn")
+@REGULARIZERS.register(
+    "bn",
+    description="BN-statistics matching against exact, running or recovered statistics (DeepInversion, E2EGI, NVIDIA)",
+    requires=("has_bn_batch_stats",),  # with the default source "exact"; see BNStatistics.requires
+    tunable={"weight": Range(1e-6, 0.1, log=True), "first_bn_multiplier": Range(1.0, 10.0)},
+)
 class BNStatistics(Regularizer):
     """BN-statistics matching (DeepInversion; Yin et al., CVPR 2021; E2EGI; NVIDIA).
 
@@ -154,7 +164,7 @@ class BNStatistics(Regularizer):
     ) -> None:
         super().__init__(weight)
         if source not in ("exact", "running", "recovered"):
-            raise ValueError(f"bn source must be 'exact', 'running' or 'recovered', got {source!r}")
+            raise ConfigError(f"bn source must be 'exact', 'running' or 'recovered', got {source!r}")
         self.source = source
         self.first_bn_multiplier = float(first_bn_multiplier)
         self.momentum = momentum
@@ -229,7 +239,8 @@ class BNStatistics(Regularizer):
         return paddle.add_n(terms)
 
 
-@REGULARIZERS.register("group")
+@REGULARIZERS.register("group", description="group consistency towards the orchestrator's seed consensus (Yin et al. 2021)",
+                       tunable={"weight": Range(1e-4, 1.0, log=True)})
 class GroupConsistency(Regularizer):
     """Group consistency R = mean((x̂_s − x̄)²) towards a consensus x̄ (Yin et al., CVPR 2021).
 
@@ -249,13 +260,24 @@ class GroupConsistency(Regularizer):
 
 
 def build_regularizers(spec: dict[str, Any]) -> list[Regularizer]:
-    """Build regularizers from ``{name: weight}`` or ``{name: {"weight": w, **options}}``."""
+    """Build regularizers from ``{name: weight}`` or ``{name: {"weight": w, **options}}``.
+
+    Bad names, a missing weight or unknown options raise a :class:`ConfigError` naming the
+    ``regularizers.<name>`` key and listing the valid options.
+    """
     built = []
     for name, value in spec.items():
         options = dict(value) if isinstance(value, dict) else {"weight": value}
         if "weight" not in options:
-            raise ValueError(f"regularizer {name!r} needs a 'weight'")
+            raise ConfigError(f"regularizer {name!r} needs a 'weight'", where=f"regularizers.{name}",
+                              fix=f"write {{{name}: {{weight: w, ...}}}} or {{{name}: w}}")
         if float(options["weight"]) == 0.0:
             continue
-        built.append(REGULARIZERS.get(name)(**options))
+        cls = REGULARIZERS.get(name)
+        try:
+            built.append(cls(**options))
+        except TypeError as exc:
+            valid = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "options")]
+            raise ConfigError(f"invalid options {sorted(options)} ({exc})", where=f"regularizers.{name}",
+                              fix=f"valid options are {valid}") from None
     return built

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from privbox.attacks import ConfigError, GradientInversion, combine, e2egi, gradinversion, run_group_consistency
-from privbox.attacks.group import window
+from privbox.attacks.schedules import window
 from privbox.attacks.schedules import cosine
 from privbox.client import normalize
 

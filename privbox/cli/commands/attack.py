@@ -89,16 +89,6 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
 
 
-def attack_for(config, update):
-    """The engine for ``config`` and ``update``: :class:`~privbox.attacks.FedAvgInversion` for FedAvg
-    weight deltas and the ``nvidia_fl`` preset, :class:`~privbox.attacks.GradientInversion` otherwise."""
-    from ...attacks import FedAvgInversion, GradientInversion
-
-    if update.kind == "weight_delta" or config.name == "nvidia_fl":
-        return FedAvgInversion(config)
-    return GradientInversion(config)
-
-
 def run_attack_to_dir(
     config,
     run,
@@ -133,6 +123,7 @@ def run_attack_to_dir(
         Interrupted: SIGINT/SIGTERM (or ``interrupt_after``); checkpoints are in ``out``.
     """
     from ... import __version__
+    from ...attacks import build_attack
     from ...attacks.tuning import build_model_for_update
     from ...report import save_loss_curves, write_json_atomic
     from ..main import CliError
@@ -141,11 +132,10 @@ def run_attack_to_dir(
     run_file = out / RUN_FILE
     snapshot_every, checkpoint_every = run.intervals(config.iterations)
     config = config.replace(snapshot_every=snapshot_every, progress=run.progress)
-    engine = attack_for(config, update)
-    # Refuse an update the attack cannot use before anything is written.
-    if hasattr(engine, "check_update"):
-        engine.check_update(update)
-    update.threat_model().require(engine.required_capabilities(update), f"attack {config.name!r}")
+    # The engine and orchestrator come from the config's registry entries (never from the preset's
+    # name); refuse an update the attack cannot use before anything is written.
+    attack = build_attack(config)
+    attack.check_update(update)
     model = build_model_for_update(update)
     update_sha = file_sha256(update_path)
     record = {"attack_config": _comparable(config.to_dict()), "update": str(update_path), "update_sha256": update_sha}
@@ -176,10 +166,11 @@ def run_attack_to_dir(
     last = {"iteration": 0, "restart": 0}
 
     def callback(info) -> None:
-        prefix = f"restart{info.restart}_" if config.restarts > 1 else ""
+        prefix = f"{info.phase.replace(' ', '_')}_seed{info.restart}_" if info.phase else (
+            f"restart{info.restart}_" if config.restarts > 1 else "")
         save_image_grid(snapshots / f"{prefix}iter_{info.iteration:06d}.png", info.pixels,
                         title=f"{config.name}: iteration {info.iteration}, gradient loss {info.loss:.3g}")
-        last.update(iteration=info.iteration, restart=info.restart)
+        last.update(iteration=info.iteration, restart=info.restart, phase=info.phase)
         if interrupt_after is not None and info.iteration >= interrupt_after:
             raise KeyboardInterrupt("--_interrupt-after")
 
@@ -190,14 +181,15 @@ def run_attack_to_dir(
         + (", resuming" if resume else ""))
     try:
         with sigterm_as_keyboard_interrupt():
-            recon = engine.run(
+            recon = attack.run(
                 model, update, callback=callback, checkpoint_dir=str(out / "checkpoints"),
                 checkpoint_every=checkpoint_every, resume=resume,
             )
     except KeyboardInterrupt:
         write_json_atomic(run_file, {**record, "status": "interrupted", "last_snapshot": last})
+        where = f"{last['phase']}, seed {last['restart']}" if last.get("phase") else f"restart {last['restart']}"
         raise Interrupted(
-            f"interrupted (last snapshot: restart {last['restart']}, iteration {last['iteration']}); checkpoints "
+            f"interrupted (last snapshot: {where}, iteration {last['iteration']}); checkpoints "
             f"every {checkpoint_every} iterations are in {out / 'checkpoints'}. Rerun the same command with "
             "--resume to continue to the same result."
         ) from None
@@ -214,7 +206,9 @@ def run_attack_to_dir(
         **recon.summary(),
         "config": config.to_dict(),
         "update": {"path": str(update_path), "sha256": update_sha, "meta": update.meta.__dict__},
-        "threat_model": engine.required_capabilities(update),
+        "threat_model": attack.required_capabilities(update),
+        "engine": attack.engine_name(update),
+        "orchestrator": config.orchestrator,
         "resumed": bool(resume),
         "environment": {"privbox": __version__, "paddle": paddle.__version__, "device": device,
                         "machine": platform.machine()},

@@ -30,11 +30,15 @@ from typing import Any, Optional
 import numpy as np
 import paddle.nn as nn
 
-from ..core.update import ClientUpdate
-from .config import AttackConfig, ConfigError
+from ...core.fields import described
+from ...core.registry import Range
+from ...core.update import ClientUpdate
+from ..config import AttackConfig, ConfigError
 from .group import Combination, SeedCallback, _check_seed_config, _SeedRunner, _segment_seed, _without_group, combine
-from .presets import e2egi
-from .reconstruction import Reconstruction
+from ..presets import e2egi
+from ..reconstruction import Reconstruction
+from ..registries import ORCHESTRATORS
+from .base import Orchestrator, SnapshotCallback
 
 FINAL_STARTS = ("fresh", "stale")
 
@@ -150,6 +154,9 @@ def run_mlco(
     group_weight: float = 0.01,
     final_start: str = "fresh",
     callback: Optional[SeedCallback] = None,
+    checkpoint_dir: Optional[str] = None,
+    checkpoint_every: int = 0,
+    resume: bool = False,
 ) -> MLCOResult:
     """E2EGI's MLCO multi-seed optimisation (Li et al., E2EGI; ALGORITHMS.md §4.6.2).
 
@@ -167,6 +174,9 @@ def run_mlco(
         final_start: ``"fresh"`` (privbox default: the group after the last combination) or
             ``"stale"`` (the E2EGI code: the group used during the last inner round).
         callback: ``(phase, seed, IterationInfo)`` every ``config.snapshot_every`` iterations.
+        checkpoint_dir / checkpoint_every / resume: every (phase, seed) segment checkpoints into
+            ``checkpoint_dir/<phase>/seed<s>``; with ``resume`` finished segments are read back and
+            the interrupted one continues, so the result equals an uninterrupted run's.
 
     Returns:
         :class:`MLCOResult`: the final reconstruction and per-phase records.
@@ -177,7 +187,7 @@ def run_mlco(
         raise ConfigError(f"final_start must be one of {list(FINAL_STARTS)}, got {final_start!r}")
     floor = float(config.schedule_params.get("floor", 1e-3))
     plan = mlco_plan(config.iterations, config.lr, inner_iterations, floor)
-    runner = _SeedRunner(model, update, config, callback)
+    runner = _SeedRunner(model, update, config, callback, checkpoint_dir, checkpoint_every, resume)
     base_regs = _without_group(config.regularizers)
     start = time.perf_counter()
     seeds: list[Optional[np.ndarray]] = [None] * num_seeds
@@ -248,3 +258,51 @@ def run_mlco(
         total_iterations=spent,
         events=events,
     )
+
+
+@dataclass
+class MLCOOptions:
+    """Options of the ``mlco`` orchestrator (``attack.orchestrator_params``)."""
+
+    num_seeds: int = described(8, "S, the number of seeds (E2EGI's MLCO: 8)")
+    inner_iterations: int = described(1000, "T_in, iterations of each inner round (E2EGI: 1000)")
+    group_weight: float = described(0.01, "alpha_G, weight of the group term in the inner rounds")
+    final_start: str = described("fresh", "'fresh' (the group after the last combination) or 'stale' "
+                                          "(the E2EGI code's group)", FINAL_STARTS)
+
+    def __post_init__(self) -> None:
+        if self.num_seeds < 1 or self.inner_iterations < 1:
+            raise ConfigError(f"orchestrator_params.num_seeds and inner_iterations must be >= 1, got "
+                              f"{self.num_seeds} and {self.inner_iterations}")
+        if self.final_start not in FINAL_STARTS:
+            raise ConfigError(f"orchestrator_params.final_start must be one of {list(FINAL_STARTS)}, got {self.final_start!r}")
+        if self.group_weight < 0:
+            raise ConfigError(f"orchestrator_params.group_weight must be >= 0, got {self.group_weight}")
+
+
+@ORCHESTRATORS.register(
+    "mlco",
+    description="E2EGI's multi-seed MLCO: init phase, inner rounds with the group term, final phase (Li et al.)",
+    tunable={"group_weight": Range(1e-4, 1.0, log=True), "num_seeds": Range(1, 16, integer=True)},
+)
+class MLCO(Orchestrator):
+    """The ``mlco`` orchestrator: :func:`run_mlco` with the attack config as the per-seed rule.
+
+    The returned :class:`Reconstruction` is the final phase's; its ``config["mlco"]`` records
+    the plan, the options and one summary per phase.
+    """
+
+    Options = MLCOOptions
+    engines = ("gradient",)
+    name = "mlco"
+
+    def run(self, model: nn.Layer, update: ClientUpdate, callback: Optional[SnapshotCallback] = None,
+            checkpoint_dir: Optional[str] = None, checkpoint_every: int = 0, resume: bool = False,
+            **engine_kwargs: Any) -> Reconstruction:
+        self._no_engine_kwargs(engine_kwargs)
+        result = run_mlco(model, update, self.config, callback=self.seed_callback(callback),
+                          checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume,
+                          **self.options_dict())
+        recon = result.reconstruction
+        record = dict(recon.config.get("mlco", {}), phases=[p.summary() for p in result.phases])
+        return dataclasses.replace(recon, config={**recon.config, "mlco": record}, events=recon.events + result.events)

@@ -27,31 +27,25 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
+from pathlib import Path
 import paddle.nn as nn
 
-from ..client import denormalize
-from ..core.update import ClientUpdate
-from .config import AttackConfig, ConfigError
-from .engine import GradientInversion, IterationInfo
-from .presets import gradinversion
-from .reconstruction import Reconstruction
-from .schedules import SCHEDULES
+from ...client import denormalize
+from ...core.fields import described
+from ...core.registry import Range
+from ...core.update import ClientUpdate
+from ..config import AttackConfig, ConfigError
+from ..engine import GradientInversion, IterationInfo
+from ..presets import gradinversion
+from ..reconstruction import Reconstruction
+from ..registries import ORCHESTRATORS
+from .base import Orchestrator, SnapshotCallback
 
 DistanceFn = Callable[[np.ndarray], float]
 #: Called with (phase or round name, seed index, the engine's snapshot) every
 #: ``config.snapshot_every`` iterations of every segment.
 SeedCallback = Callable[[str, int, IterationInfo], None]
 CONSENSUS_KINDS = ("mean", "min_loss_combination")
-
-
-@SCHEDULES.register("window")
-def window(t: int, total: int, lr0: float, base: str = "constant", offset: int = 0, length: int = 0,
-           base_params: Optional[dict[str, Any]] = None) -> float:
-    """The lr of schedule ``base`` at iteration ``t + offset`` of a ``length``-iteration run.
-
-    Lets a run split into segments (group-consistency rounds) follow one global schedule.
-    """
-    return SCHEDULES.get(base)(t + offset, length or total, lr0, **(base_params or {}))
 
 
 # --------------------------------------------------------------------------- combine
@@ -141,7 +135,11 @@ def _segment_seed(base: int, segment: int, seed_index: int, num_seeds: int) -> i
 class _SeedRunner:
     """Runs engine segments for a fixed model, update and label set (shared by MLCO and groups)."""
 
-    def __init__(self, model: nn.Layer, update: ClientUpdate, config: AttackConfig, callback: Optional[SeedCallback]) -> None:
+    def __init__(self, model: nn.Layer, update: ClientUpdate, config: AttackConfig, callback: Optional[SeedCallback],
+                 checkpoint_dir: Optional[str] = None, checkpoint_every: int = 0, resume: bool = False) -> None:
+        if resume and not checkpoint_dir:
+            raise ConfigError("resume=True needs the checkpoint_dir of the interrupted run")
+        self.checkpoint_dir, self.checkpoint_every, self.resume = checkpoint_dir, checkpoint_every, resume
         attack = GradientInversion(config)
         attack.prepare_model(model, update)  # names every missing capability before any work
         self.labels, self.label_method, self.label_order = attack.resolve_labels(update)
@@ -150,6 +148,8 @@ class _SeedRunner:
 
     def run(self, config: AttackConfig, name: str, seed_index: int, init: Optional[np.ndarray],
             context: Optional[dict] = None, offset: int = 0) -> Reconstruction:
+        """One engine segment; with a checkpoint folder, segment ``name`` of seed ``seed_index``
+        checkpoints into its own subfolder and, on resume, continues (or returns) from it."""
         hook = None
         if self.callback is not None:
             user = self.callback
@@ -157,8 +157,12 @@ class _SeedRunner:
             def hook(info: IterationInfo) -> None:
                 user(name, seed_index, dataclasses.replace(info, iteration=info.iteration + offset))
 
+        folder = None
+        if self.checkpoint_dir is not None:
+            folder = str(Path(self.checkpoint_dir) / name.replace(" ", "_") / f"seed{seed_index}")
         return GradientInversion(config).run(
-            self.model, self.update, callback=hook, init_images=init, labels=self.labels, context=context
+            self.model, self.update, callback=hook, init_images=init, labels=self.labels, context=context,
+            checkpoint_dir=folder, checkpoint_every=self.checkpoint_every if folder else 0, resume=self.resume,
         )
 
     def finish(self, recon: Reconstruction, **changes: Any) -> Reconstruction:
@@ -216,6 +220,9 @@ def run_group_consistency(
     refresh_every: int = 1000,
     consensus: str = "mean",
     callback: Optional[SeedCallback] = None,
+    checkpoint_dir: Optional[str] = None,
+    checkpoint_every: int = 0,
+    resume: bool = False,
 ) -> GroupResult:
     """GradInversion-style batch recovery with group consistency (Yin et al., CVPR 2021).
 
@@ -238,7 +245,7 @@ def run_group_consistency(
         raise ConfigError(f"consensus must be one of {list(CONSENSUS_KINDS)}, got {consensus!r}")
     if refresh_every < 1:
         raise ConfigError(f"refresh_every must be >= 1, got {refresh_every}")
-    runner = _SeedRunner(model, update, config, callback)
+    runner = _SeedRunner(model, update, config, callback, checkpoint_dir, checkpoint_every, resume)
     total = config.iterations
     rounds = math.ceil(total / refresh_every)
     base_regs = _without_group(config.regularizers)
@@ -312,3 +319,51 @@ def run_group_consistency(
         group_weight=group_weight,
         num_seeds=num_seeds,
     )
+
+
+@dataclass
+class GroupOptions:
+    """Options of the ``group`` orchestrator (``attack.orchestrator_params``)."""
+
+    num_seeds: int = described(4, "S, the number of seeds (breaching's See-Through-Gradients: 4)")
+    group_weight: float = described(0.01, "alpha_G, weight of the group-consistency term")
+    refresh_every: int = described(1000, "iterations between consensus refreshes")
+    consensus: str = described("mean", "'mean' (pixel mean of the seeds) or 'min_loss_combination' "
+                                       "(E2EGI's greedy combination)", CONSENSUS_KINDS)
+
+    def __post_init__(self) -> None:
+        if self.num_seeds < 1 or self.refresh_every < 1:
+            raise ConfigError(f"orchestrator_params.num_seeds and refresh_every must be >= 1, got "
+                              f"{self.num_seeds} and {self.refresh_every}")
+        if self.consensus not in CONSENSUS_KINDS:
+            raise ConfigError(f"orchestrator_params.consensus must be one of {list(CONSENSUS_KINDS)}, got {self.consensus!r}")
+        if self.group_weight < 0:
+            raise ConfigError(f"orchestrator_params.group_weight must be >= 0, got {self.group_weight}")
+
+
+@ORCHESTRATORS.register(
+    "group",
+    description="GradInversion-style group consistency: S seeds pulled towards a refreshed consensus (Yin et al.)",
+    tunable={"group_weight": Range(1e-4, 1.0, log=True), "num_seeds": Range(1, 16, integer=True)},
+)
+class Group(Orchestrator):
+    """The ``group`` orchestrator: :func:`run_group_consistency` with the attack config.
+
+    The returned :class:`Reconstruction` is the best seed's; ``config["group"]`` records the
+    options and the per-round seed losses.
+    """
+
+    Options = GroupOptions
+    engines = ("gradient",)
+    name = "group"
+
+    def run(self, model: nn.Layer, update: ClientUpdate, callback: Optional[SnapshotCallback] = None,
+            checkpoint_dir: Optional[str] = None, checkpoint_every: int = 0, resume: bool = False,
+            **engine_kwargs: Any) -> Reconstruction:
+        self._no_engine_kwargs(engine_kwargs)
+        result = run_group_consistency(model, update, self.config, callback=self.seed_callback(callback),
+                                       checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
+                                       resume=resume, **self.options_dict())
+        recon = result.reconstruction
+        record = dict(recon.config.get("group", {}), seed_losses=result.seed_losses, best_seed=result.best_seed)
+        return dataclasses.replace(recon, config={**recon.config, "group": record})
