@@ -64,7 +64,8 @@ import paddle  # noqa: E402
 import privbox  # noqa: E402
 from privbox.attacks import DLG, AttackConfig, GradientInversion  # noqa: E402
 from privbox.attacks.lbfgs import NumpyLBFGS  # noqa: E402
-from privbox.client import compute_update, normalize  # noqa: E402
+from privbox.fl.capture import compute_update  # noqa: E402
+from privbox.core.images import normalize  # noqa: E402
 from privbox.data import make_target_batch  # noqa: E402
 from privbox.nn import DLGLeNet, make_twice_differentiable, resnet18, trainable_parameters  # noqa: E402
 from privbox.nn import functional as PF  # noqa: E402

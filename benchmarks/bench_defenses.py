@@ -142,7 +142,7 @@ def _attack_rows():
 
 def run_attacks(args) -> list[dict]:
     from privbox.attacks import DLG
-    from privbox.client import compute_update
+    from privbox.fl.capture import compute_update
     from privbox.data import load_samples
     from privbox.defenses import DGCCompressor, TopKPruning, defend_update
     from privbox.metrics import evaluate

@@ -25,7 +25,7 @@ import numpy as np
 import paddle
 
 from privbox.attacks import GradientInversion, get_preset
-from privbox.client import compute_update
+from privbox.fl.capture import compute_update
 from privbox.data import make_target_batch
 from privbox.metrics import evaluate
 from privbox.nn import DLGLeNet, resnet18

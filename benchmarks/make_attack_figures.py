@@ -37,7 +37,7 @@ from privbox.attacks import (  # noqa: E402
     run_group_consistency,
     run_mlco,
 )
-from privbox.client import compute_update  # noqa: E402
+from privbox.fl.capture import compute_update  # noqa: E402
 from privbox.data import make_target_batch  # noqa: E402
 from privbox.metrics import evaluate  # noqa: E402
 from privbox.nn import ConvNet, DLGLeNet, resnet18  # noqa: E402

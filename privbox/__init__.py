@@ -21,7 +21,7 @@ _LAZY = {
     "ClientUpdate": "privbox.core.update",
     "ThreatModel": "privbox.core.update",
     "Secret": "privbox.core.update",
-    "compute_update": "privbox.client",
+    "compute_update": "privbox.fl.capture",
     "Reconstruction": "privbox.attacks",
     "DLG": "privbox.attacks",
     "IDLG": "privbox.attacks",

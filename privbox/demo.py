@@ -18,7 +18,7 @@ import paddle
 
 from . import __version__
 from .attacks import DLG, IDLG, GradientInversion
-from .client import compute_update
+from .fl.capture import compute_update
 from .data import make_target_batch
 from .metrics import evaluate
 from .nn import DLGLeNet

@@ -70,8 +70,10 @@ class AttackConfig:
     seed: int = described(0, "random seed of the initialisation")
     progress: bool = described(True, "show a progress bar")
     snapshot_every: int = described(0, "call the snapshot callback every N iterations (0 disables)")
-    extra: dict[str, Any] = described({}, "engine-specific options, e.g. the FedAvg inversion's mode "
-                                          "(privbox.attacks.FedAvgOptions)")
+    extra: dict[str, Any] = described({}, "engine-specific options without a typed section (legacy FedAvg keys)")
+    fedavg: Optional[Any] = described(None, "typed options of the FedAvg inversion (privbox.attacks.FedAvgOptions or a "
+                                            "mapping of its fields: mode, bn_model, bn_convention, ...); null: other "
+                                            "attacks, or the legacy keys of extra")
 
     def __post_init__(self) -> None:
         from .objectives import OBJECTIVES
@@ -112,6 +114,13 @@ class AttackConfig:
         if len(self.adam_betas) != 2:
             raise ConfigError(f"adam_betas needs two values (beta1, beta2), got {list(self.adam_betas)}")
         ORCHESTRATORS.get(self.orchestrator).parse_options(self.orchestrator_params)  # validates the options now
+        if self.fedavg is not None:
+            from .fedavg.options import FedAvgOptions
+
+            if not isinstance(self.fedavg, FedAvgOptions):
+                if not isinstance(self.fedavg, dict):
+                    raise ConfigError(f"fedavg must be a mapping of FedAvg options, got {self.fedavg!r}")
+                self.fedavg = FedAvgOptions.from_dict(self.fedavg)
 
     @staticmethod
     def _known(key: str, value: Any, names: list[str], what: str) -> None:

@@ -22,11 +22,12 @@ import paddle
 import paddle.nn as nn
 from tqdm.auto import tqdm
 
-from ..client import denormalize
+from ..core.images import denormalize
 from ..nn import functional as PF
 from ..nn.convert import make_twice_differentiable, trainable_parameters
 from ..nn.functional_model import parameter_gradients
 from ..core.update import ClientUpdate, MissingCapabilityError
+from ..distributed.collective import active as active_collective
 from .config import AttackConfig
 from .lbfgs import NumpyLBFGS
 from .objectives import OBJECTIVES
@@ -94,7 +95,7 @@ class GradientInversion:
     def prepare_model(self, model: nn.Layer, update: ClientUpdate) -> nn.Layer:
         """Make ``model`` twice differentiable, check it against ``update``, load θ0, set the mode."""
         update.threat_model().require(self.required_capabilities(update), f"attack {self.config.name!r}")
-        model = make_twice_differentiable(model)
+        model = active_collective().adapt_model(make_twice_differentiable(model))
         update.check_model(model)
         if update.global_state is not None:
             update.load_global_state(model)
@@ -147,8 +148,9 @@ class GradientInversion:
         start = time.perf_counter()
         best: Optional[TrialState] = None
         try:
-            for restart in range(cfg.restarts):
-                ckpt = Path(checkpoint_dir) / f"state_restart{restart}.safetensors" if checkpoint_dir else None
+            # Distributed seeds mode: each rank runs its block of restarts, the best is chosen globally.
+            for restart in active_collective().restarts(cfg.restarts):
+                ckpt = Path(checkpoint_dir) / f"state_restart{restart}{active_collective().file_suffix}.safetensors" if checkpoint_dir else None
                 trial = self._trial(
                     model, params, target, update, labels, regs, cfg.seed + restart, restart,
                     callback, init_images, ckpt, checkpoint_every, resume,
@@ -159,11 +161,14 @@ class GradientInversion:
             for reg in regs:
                 reg.detach()
             model.clear_gradients()
+        best = active_collective().best_trial(best)
         wall = time.perf_counter() - start
         assert best is not None
-        images = best.best_x if cfg.return_best else best.x
+        # Under --distributed each rank holds a shard of the batch: gather the global batch.
+        gather = active_collective().gather
+        images = gather(best.best_x if cfg.return_best else best.x)
         if labels is None:
-            logits = best.best_y if cfg.return_best else best.y
+            logits = gather(best.best_y if cfg.return_best else best.y)
             labels = logits.argmax(axis=1).astype(np.int64)
             label_method = "joint (argmax of optimised soft labels)"
         meta = update.meta
@@ -219,7 +224,9 @@ class GradientInversion:
     ) -> list[paddle.Tensor]:
         """What the client would send for images ``x`` and labels ``y``, first order only (no
         graph kept): the FedSGD gradient ∇_θ CE(f_θ(x), y), paired with ``params``."""
-        return list(paddle.grad(PF.cross_entropy(model(x), y), params))
+        collective = active_collective()
+        x, y = _shard_tensor(collective, x), _shard_tensor(collective, y)
+        return collective.sum_list(paddle.grad(collective.batch_loss(PF.cross_entropy(model(x), y)), params))
 
     # ------------------------------------------------------- hooks for subclasses
     def num_images(self, update: ClientUpdate) -> int:
@@ -254,7 +261,9 @@ class GradientInversion:
             loss = PF.cross_entropy(logits, soft_labels, soft_label=True, label_logits=True)
         else:
             loss = PF.cross_entropy(logits, hard_labels)
-        dummy = parameter_gradients(loss, params, inputs=[x])
+        # Distributed: this rank's share of the batch loss; ĝ = Σ_r ĝ_r, straight-through (§4.9).
+        collective = active_collective()
+        dummy = collective.sum_list(parameter_gradients(collective.batch_loss(loss), params, inputs=[x]))
         return OBJECTIVES.get(self.config.objective)(dummy, target, self.config.layer_weights), None
 
     # ---------------------------------------------------------------------- labels
@@ -313,6 +322,8 @@ class GradientInversion:
         return NumpyLBFGS(
             flatten(variables),
             lr=lr,
+            # Distributed: dot products and norms over the global vector (the collective's).
+            reductions=active_collective() if active_collective().distributed else None,
             max_iter=cfg.lbfgs_max_iter,
             history_size=cfg.lbfgs_history,
             line_search=cfg.lbfgs_line_search,
@@ -345,6 +356,9 @@ class GradientInversion:
         else:
             x0 = self._initial_images(rng, shape)
         y0 = None if labels is not None else rng.standard_normal((shape[0], meta.num_classes)).astype(np.float32)
+        # Every rank draws the global batch from the same seed and keeps its own shard.
+        collective = active_collective()
+        x0, y0 = collective.shard(x0), collective.shard(y0)
         state = TrialState(
             iteration=0, x=x0, y=y0, best_x=x0.copy(), best_y=None if y0 is None else y0.copy(),
             best_loss=math.inf, best_iteration=0, trace=[], lr_scale=1.0, nan_restores=0, events=[],
@@ -366,7 +380,7 @@ class GradientInversion:
             y_var = paddle.to_tensor(state.y)
             y_var.stop_gradient = False
             variables.append(y_var)
-        y_fixed = paddle.to_tensor(labels) if labels is not None else None
+        y_fixed = paddle.to_tensor(collective.shard(labels)) if labels is not None else None
         schedule = SCHEDULES.get(cfg.schedule)
         low, high = self.box_bounds(update)
         low_t, high_t = paddle.to_tensor(low), paddle.to_tensor(high)
@@ -428,7 +442,7 @@ class GradientInversion:
                     state.trace.append(value)
                 with paddle.no_grad():
                     if cfg.noise:
-                        noise = rng.standard_normal(shape).astype(np.float32)
+                        noise = collective.shard(rng.standard_normal(shape).astype(np.float32))
                         x.set_value(x + cfg.noise * lr_at(t + 1) * paddle.to_tensor(noise))
                     if cfg.boxed:
                         x.set_value(paddle.maximum(paddle.minimum(x, high_t), low_t))
@@ -442,7 +456,7 @@ class GradientInversion:
                 if checkpoint_every and state.iteration % checkpoint_every == 0 and state.iteration < cfg.iterations:
                     save_checkpoint()
                 if callback is not None and cfg.snapshot_every and state.iteration % cfg.snapshot_every == 0:
-                    current = x.numpy().copy()
+                    current = collective.gather(x.numpy().copy())
                     callback(IterationInfo(state.iteration, value, state.best_loss, current,
                                            denormalize(current, meta.mean, meta.std), restart))
                 if cfg.early_stop_loss and state.best_loss < cfg.early_stop_loss:
@@ -481,7 +495,8 @@ class GradientInversion:
         key = (id(state), state.best_iteration, state.best_loss)
         if getattr(self, "_tv_key", None) != key:
             best = state.best_x
-            tv = np.abs(np.diff(best, axis=3)).mean() + np.abs(np.diff(best, axis=2)).mean()
+            mean = active_collective().np_batch_mean
+            tv = mean(np.abs(np.diff(best, axis=3))) + mean(np.abs(np.diff(best, axis=2)))
             self._tv_key, self._tv_value = key, float(tv)
         return self._tv_value < threshold
 
@@ -510,7 +525,7 @@ class GradientInversion:
 
         optimizer.step(closure)
         unflatten(optimizer.x, variables)
-        finite = bool(np.isfinite(optimizer.x).all())
+        finite = active_collective().all_true(bool(np.isfinite(optimizer.x).all()))
         value = seen[0] if seen else math.nan
         return value, finite and all(math.isfinite(v) for v in seen)
 
@@ -533,3 +548,10 @@ ENGINES.add(
     },
     default_for="gradient",
 )
+
+
+def _shard_tensor(collective, tensor: paddle.Tensor) -> paddle.Tensor:
+    """This rank's shard of a global-batch tensor (the tensor itself in one process)."""
+    if not collective.distributed:
+        return tensor
+    return paddle.to_tensor(collective.shard(tensor.numpy()))

@@ -19,6 +19,25 @@ import numpy as np
 Closure = Callable[[np.ndarray], tuple[float, np.ndarray]]
 
 
+class Reductions:
+    """The vector reductions L-BFGS takes over the whole variable vector. Under ``--distributed``
+    each rank holds a shard of the vector and the engine passes the active collective
+    (:class:`privbox.distributed.collective.Collective`), whose methods add over the ranks, so
+    every rank takes the same steps as one process would."""
+
+    @staticmethod
+    def dot(a: np.ndarray, b: np.ndarray) -> float:
+        return float(a @ b)
+
+    @staticmethod
+    def max_abs(a: np.ndarray) -> float:
+        return float(np.abs(a).max()) if a.size else 0.0
+
+    @staticmethod
+    def sum_abs(a: np.ndarray) -> float:
+        return float(np.abs(a).sum())
+
+
 def _cubic_minimum(x1: float, f1: float, g1: float, x2: float, f2: float, g2: float, bounds=None) -> float:
     """Minimiser of the cubic through (x1, f1, g1) and (x2, f2, g2), clipped to ``bounds``."""
     lo, hi = bounds if bounds is not None else (min(x1, x2), max(x1, x2))
@@ -45,16 +64,17 @@ def strong_wolfe_search(
     c2: float = 0.9,
     tolerance_change: float = 1e-9,
     max_evals: int = 25,
+    reductions: Reductions = Reductions(),
 ) -> tuple[float, np.ndarray, float, int]:
     """Find a step satisfying the strong Wolfe conditions along ``direction``.
 
     ``evaluate(t)`` returns the loss and gradient at ``x + t·direction``; ``slope`` is the
     directional derivative at t = 0 (negative). Returns (loss, grad, t, evaluations).
     """
-    scale = float(np.abs(direction).max())
+    scale = reductions.max_abs(direction)
     f_new, g_new = evaluate(step)
     evals = 1
-    slope_new = float(g_new @ direction)
+    slope_new = reductions.dot(g_new, direction)
     t_prev, f_prev, g_prev, slope_prev = 0.0, loss, grad, slope
     done = False
     # Bracketing phase: grow the step until an interval holding a Wolfe point is found.
@@ -78,7 +98,7 @@ def strong_wolfe_search(
         step = new_step
         f_new, g_new = evaluate(step)
         evals += 1
-        slope_new = float(g_new @ direction)
+        slope_new = reductions.dot(g_new, direction)
         bracket, b_f, b_g, b_slope = [0.0, step], [loss, f_new], [grad, g_new], [slope, slope_new]
     if not np.isfinite(f_new):
         return f_new, g_new, step, evals
@@ -103,7 +123,7 @@ def strong_wolfe_search(
             stalled = False
         f_new, g_new = evaluate(step)
         evals += 1
-        slope_new = float(g_new @ direction)
+        slope_new = reductions.dot(g_new, direction)
         if not np.isfinite(f_new):
             return f_new, g_new, step, evals
         if f_new > loss + c1 * step * slope or f_new >= b_f[low]:
@@ -129,6 +149,7 @@ class NumpyLBFGS:
         history_size: number of curvature pairs kept.
         tolerance_grad / tolerance_change: stopping thresholds, as in PyTorch and Paddle.
         line_search: ``None`` (fixed step ``lr``) or ``"strong_wolfe"``.
+        reductions: dot product, max |·| and Σ|·| over the variable vector (:class:`Reductions`).
     """
 
     def __init__(
@@ -141,7 +162,9 @@ class NumpyLBFGS:
         tolerance_grad: float = 1e-7,
         tolerance_change: float = 1e-9,
         line_search: Optional[str] = None,
+        reductions: Optional[Reductions] = None,
     ) -> None:
+        self.reductions = reductions if reductions is not None else Reductions()
         if line_search not in (None, "strong_wolfe"):
             raise ValueError(f"line_search must be None or 'strong_wolfe', got {line_search!r}")
         self.line_search = line_search
@@ -165,12 +188,12 @@ class NumpyLBFGS:
         q = -grad
         alphas = []
         for s, y, rho in zip(reversed(self._steps), reversed(self._dirs), reversed(self._rho)):
-            alpha = rho * float(s @ q)
+            alpha = rho * self.reductions.dot(s, q)
             q = q - alpha * y
             alphas.append(alpha)
         r = q * self._h_diag
         for (s, y, rho), alpha in zip(zip(self._steps, self._dirs, self._rho), reversed(alphas)):
-            beta = rho * float(y @ r)
+            beta = rho * self.reductions.dot(y, r)
             r = r + s * (alpha - beta)
         return r
 
@@ -179,7 +202,8 @@ class NumpyLBFGS:
         loss, grad = closure(self.x)
         orig_loss = loss
         grad = np.asarray(grad, dtype=np.float64)
-        if not np.isfinite(loss) or np.abs(grad).max() <= self.tolerance_grad:
+        red = self.reductions
+        if not np.isfinite(loss) or red.max_abs(grad) <= self.tolerance_grad:
             return orig_loss
         evals = 1
         for inner in range(1, self.max_iter + 1):
@@ -190,19 +214,19 @@ class NumpyLBFGS:
             else:
                 y = grad - self._prev_grad
                 s = self._d * self._t
-                ys = float(y @ s)
+                ys = red.dot(y, s)
                 if ys > 1e-10:
                     if len(self._dirs) == self.history_size:
                         self._dirs.pop(0), self._steps.pop(0), self._rho.pop(0)
                     self._dirs.append(y)
                     self._steps.append(s)
                     self._rho.append(1.0 / ys)
-                    self._h_diag = ys / float(y @ y)
+                    self._h_diag = ys / red.dot(y, y)
                 self._d = self._direction(grad)
             self._prev_grad = grad.copy()
             prev_loss = loss
-            self._t = min(1.0, 1.0 / np.abs(grad).sum()) * self.lr if self._n_iter == 1 else self.lr
-            if float(grad @ self._d) > -self.tolerance_change:
+            self._t = min(1.0, 1.0 / red.sum_abs(grad)) * self.lr if self._n_iter == 1 else self.lr
+            if red.dot(grad, self._d) > -self.tolerance_change:
                 break
             if self.line_search == "strong_wolfe":
                 start = self.x.copy()
@@ -213,7 +237,8 @@ class NumpyLBFGS:
                     return value, np.asarray(g, dtype=np.float64)
 
                 loss, grad, self._t, used = strong_wolfe_search(
-                    along, direction, self._t, loss, grad, float(grad @ direction), tolerance_change=self.tolerance_change
+                    along, direction, self._t, loss, grad, red.dot(grad, direction),
+                    tolerance_change=self.tolerance_change, reductions=red,
                 )
                 self.x = start + self._t * direction
                 evals += used
@@ -228,9 +253,9 @@ class NumpyLBFGS:
                 evals += 1
             if not np.isfinite(loss) or evals >= self.max_eval:
                 break
-            if np.abs(grad).max() <= self.tolerance_grad:
+            if red.max_abs(grad) <= self.tolerance_grad:
                 break
-            if np.abs(self._d * self._t).max() <= self.tolerance_change:
+            if red.max_abs(self._d * self._t) <= self.tolerance_change:
                 break
             if abs(loss - prev_loss) < self.tolerance_change:
                 break

@@ -4,6 +4,10 @@ A regularizer is a class registered by name. The engine builds each one with its
 options, calls :meth:`Regularizer.attach` once (it may register forward hooks on the model and
 read what it needs from the update), evaluates it after every forward pass, and calls
 :meth:`Regularizer.detach` at the end. A term with weight 0 is never evaluated.
+
+Means over the batch go through the active collective's ``batch_mean`` (a plain mean in one
+process): under ``--distributed`` a rank holds a shard of the batch, and the regularizer must
+still be the one of the global batch (ALGORITHMS.md §4.9).
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
+from ..core.bn import BN_TYPES, batch_moments
 from ..core.update import ClientUpdate, MissingCapabilityError
 from ..core.errors import ConfigError
 from ..core.registry import Range, Registry
+from ..distributed.collective import active as active_collective
 
 REGULARIZERS: Registry[type] = Registry("regularizer")
-BN_TYPES = (nn.BatchNorm1D, nn.BatchNorm2D, nn.BatchNorm3D, nn.BatchNorm)
 _EPS = 1e-12
 
 
@@ -45,8 +50,9 @@ class Regularizer:
 
 
 def _total_variation(x: paddle.Tensor) -> paddle.Tensor:
-    dx = (x[:, :, :, 1:] - x[:, :, :, :-1]).abs().mean()
-    dy = (x[:, :, 1:, :] - x[:, :, :-1, :]).abs().mean()
+    mean = active_collective().batch_mean
+    dx = mean((x[:, :, :, 1:] - x[:, :, :, :-1]).abs())
+    dy = mean((x[:, :, 1:, :] - x[:, :, :-1, :]).abs())
     return dx + dy
 
 
@@ -78,9 +84,10 @@ class FourDirectionTV(Regularizer):
             x[:, :, 1:, :-1] - x[:, :, :-1, 1:],
             x[:, :, :-1, :-1] - x[:, :, 1:, 1:],
         ]
-        value = paddle.add_n([paddle.sqrt((d * d).sum() + _EPS) for d in diffs])
+        collective = active_collective()
+        value = paddle.add_n([paddle.sqrt(collective.sum((d * d).sum()) + _EPS) for d in diffs])
         if self.l1_weight:
-            value = value + self.l1_weight / max(self.weight, _EPS) * paddle.add_n([d.abs().mean() for d in diffs])
+            value = value + self.l1_weight / max(self.weight, _EPS) * paddle.add_n([collective.batch_mean(d.abs()) for d in diffs])
         return value
 
 
@@ -91,7 +98,7 @@ class ImageNorm(Regularizer):
 
     def __call__(self, x: paddle.Tensor) -> paddle.Tensor:
         flat = x.reshape([x.shape[0], -1])
-        return paddle.sqrt((flat * flat).sum(axis=1) + _EPS).mean()
+        return active_collective().batch_mean(paddle.sqrt((flat * flat).sum(axis=1) + _EPS))
 
 
 def recover_bn_statistics(
@@ -228,11 +235,10 @@ class BNStatistics(Regularizer):
 
     def __call__(self, x: paddle.Tensor) -> paddle.Tensor:
         terms = []
+        batch_mean = active_collective().batch_mean
         for i, name in enumerate(self._order):
             a = self._inputs[name]
-            axes = [0] + list(range(2, a.ndim))
-            mean = a.mean(axis=axes)
-            var = (a * a).mean(axis=axes) - mean * mean
+            mean, var = batch_moments(a, batch_mean)
             target_mean, target_var = self._targets[name]
             term = paddle.sqrt(((mean - target_mean) ** 2).sum() + _EPS) + paddle.sqrt(((var - target_var) ** 2).sum() + _EPS)
             terms.append(term * (self.first_bn_multiplier if i == 0 else 1.0))
@@ -256,7 +262,8 @@ class GroupConsistency(Regularizer):
         consensus = self._context.get("group_consensus")
         if consensus is None:
             return paddle.zeros([])
-        return ((x - paddle.to_tensor(consensus, dtype=x.dtype)) ** 2).mean()
+        collective = active_collective()  # the consensus is a global batch; x a shard of it
+        return collective.batch_mean((x - paddle.to_tensor(collective.shard(consensus), dtype=x.dtype)) ** 2)
 
 
 def build_regularizers(spec: dict[str, Any]) -> list[Regularizer]:

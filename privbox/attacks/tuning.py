@@ -274,7 +274,7 @@ def simulation_update(
     Returns:
         ``(simulation update, its ground truth, notes)``.
     """
-    from ..client import compute_update
+    from ..fl.capture import compute_update
 
     if target.kind != "gradient":
         raise ValueError(
@@ -482,7 +482,7 @@ class HyperparameterSearch:
             raise ValueError(f"the ground truth has {truth.images.shape[0]} images, the simulation B={simulation.batch_size}")
         self.config = config.replace(restarts=1, progress=False)
         self.simulation = simulation
-        from ..client import normalize
+        from ..core.images import normalize
 
         self.truth = normalize(truth.images, simulation.meta.mean, simulation.meta.std).numpy()
         self.trials, self.budget, self.record_from = int(trials), int(budget), int(record_from)

@@ -154,9 +154,9 @@ class ClientUpdate:
         if "maxpool_kernel" in self.meta.model_kwargs:
             # A pooling kernel has no parameters, so names and shapes cannot reveal it (the RA
             # scheme of Label-based-Defense changes only this); check it explicitly.
-            from ..defenses.schemes import check_attack_model
+            from .model_checks import check_maxpool_kernel
 
-            check_attack_model(model, self)
+            check_maxpool_kernel(model, self.meta)
 
     def load_global_state(self, model) -> None:
         """Copy θ0 (parameters and BN running statistics) into ``model``."""

@@ -35,6 +35,8 @@ from .per_sample import (
     supports_hooks,
 )
 from .transforms import BatchClipNoise, Compose, GaussianPrivacy, TopKPruning, UpdateDefense, batch_clip_noise
+from .local import BatchClipStep, DGCStep, DPSGDStep, LocalStepDefense
+from .registry import DEFENSE_KINDS, DEFENSES, build_defense, defense_kind
 
 __all__ = [
     "DEFAULT_ALPHAS",
@@ -64,10 +66,19 @@ __all__ = [
     "TopKPruning",
     "UpdateDefense",
     "batch_clip_noise",
+    "BatchClipStep",
+    "DGCStep",
+    "DPSGDStep",
+    "LocalStepDefense",
+    "DEFENSE_KINDS",
+    "DEFENSES",
+    "build_defense",
+    "defense_kind",
 ]
 
 # Applying defenses to a ClientUpdate, Label-based-Defense schemes, utility measurement.
-from .apply import defend_update, describe_defense, run_defended_rounds  # noqa: E402
+from .apply import defend_update, describe_defense  # noqa: E402
+from .rounds import run_defended_rounds  # noqa: E402
 from .schemes import (  # noqa: E402
     SCHEMES,
     DefenseScheme,

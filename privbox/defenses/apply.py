@@ -7,10 +7,9 @@ side: it returns a *new* ``ClientUpdate`` whose tensors are what a defended clie
 ``"GaussianPrivacy(sigma0=10, p95, sigma=0.0421; heuristic, no DP guarantee)"``. An attack
 result can therefore always be traced back to the defense that produced the update.
 
-:func:`run_defended_rounds` simulates one client over several FedSGD rounds with a *stateful*
-defense (DGC keeps its momentum and residual across rounds, Lin et al., ICLR 2018): the update of
-round t is what DGC emits at step t, computed at the model θ_t the server broadcast, which is the
-observation an attacker of round t gets.
+The client (:class:`privbox.fl.client.Client`) applies its update transforms through
+:func:`defend_update`; :func:`privbox.defenses.rounds.run_defended_rounds` runs a stateful
+defense such as DGC over several FedSGD rounds.
 
 What each built-in covers:
 
@@ -26,17 +25,16 @@ What each built-in covers:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional
 
 import numpy as np
 import paddle
-import paddle.nn as nn
 
-from ..core.update import ClientUpdate, Secret
+from ..core.update import ClientUpdate
 from .dgc import DGCCompressor
 from .transforms import BatchClipNoise, Compose, GaussianPrivacy, TopKPruning, UpdateDefense
 
-__all__ = ["describe_defense", "defend_update", "run_defended_rounds"]
+__all__ = ["describe_defense", "defend_update"]
 
 _BUFFER_PREFIX = "buffer_delta/"
 
@@ -166,65 +164,3 @@ def defend_update(
         descriptions.append(describe_defense(leaf, sparsity))
     meta = dataclasses.replace(update.meta, defenses=list(update.meta.defenses) + descriptions)
     return dataclasses.replace(update, tensors=tensors, meta=meta, buffer_delta=buffer_delta)
-
-
-def run_defended_rounds(
-    model: nn.Layer,
-    batches: Iterable[Tuple[np.ndarray, np.ndarray]],
-    defense: UpdateDefense,
-    lr: float,
-    mean: Optional[Sequence[float]] = None,
-    std: Optional[Sequence[float]] = None,
-    bn_mode: str = "train",
-    model_id: str = "custom",
-    model_kwargs: Optional[dict] = None,
-    share_labels: bool = False,
-    seed: Optional[int] = None,
-) -> List[Tuple[ClientUpdate, Secret]]:
-    """One FedSGD client over several rounds with a (stateful) update defense.
-
-    Round t: the client computes its gradient g_t on batch t at the current model θ_t
-    (:func:`privbox.client.compute_update`, so BN running statistics move as in training), sends
-    ĝ_t = ``defense.apply(g_t, step=t)`` (through :func:`defend_update`), and the server applies
-    plain SGD θ_{t+1} = θ_t − lr·ĝ_t. With a :class:`DGCCompressor` this is DGC training as in
-    Lin et al. (ICLR 2018): the momentum is inside the emitted values, so the final step is plain
-    SGD; ĝ_t for t > 0 mixes delayed, momentum-corrected residuals of earlier batches into the
-    values of batch t.
-
-    ``model`` is trained in place (it ends at θ_T); each returned update carries its own θ_t as
-    ``global_state``, which is what the attacker of round t knows. BN running statistics follow
-    the client's own forward passes (a defended ``buffer_delta`` is what is *sent*, not applied).
-
-    Args:
-        model: the global model θ_0.
-        batches: ``(images, labels)`` per round (pixels in [0, 1], ``[B, C, H, W]``).
-        defense: the update defense, reused across rounds (its state carries over).
-        lr: server learning rate of the plain SGD step.
-        mean, std, bn_mode, model_id, model_kwargs, share_labels, seed: as in
-            :func:`privbox.client.compute_update`.
-
-    Returns:
-        ``[(defended_update_t, secret_t), ...]`` in round order.
-    """
-    from ..client import compute_update
-    from ..nn.convert import trainable_parameters
-
-    if not (isinstance(lr, (int, float)) and np.isfinite(lr) and lr > 0):
-        raise ValueError(f"run_defended_rounds: lr must be a positive number, got {lr!r}")
-    results: List[Tuple[ClientUpdate, Secret]] = []
-    named = dict(trainable_parameters(model))
-    for t, (images, labels) in enumerate(batches):
-        update, secret = compute_update(
-            model, images, labels, mean, std, bn_mode=bn_mode, model_id=model_id,
-            model_kwargs=model_kwargs, share_labels=share_labels, seed=seed,
-        )
-        defended = defend_update(update, defense, step=t)
-        defended.meta.round = t
-        with paddle.no_grad():
-            for name, value in defended.tensors.items():
-                param = named[name]
-                param.set_value(param - float(lr) * paddle.to_tensor(value, dtype=param.dtype))
-        results.append((defended, secret))
-    if not results:
-        raise ValueError("run_defended_rounds: no batches given")
-    return results

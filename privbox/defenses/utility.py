@@ -24,7 +24,7 @@ How each defense trains (FedSGD with one client: the defended update *is* the st
 * :class:`~privbox.defenses.DGCCompressor`: θ ← θ − lr·ĝ with ĝ the DGC output (Lin et al., ICLR
   2018: the momentum is inside ĝ, so ``momentum`` must be 0 — its fair baseline is ``None`` with
   ``momentum=dgc.momentum`` at the same lr);
-* a :class:`~privbox.defenses.schemes.DefenseScheme`: g = :func:`scheme_gradient` of the batch
+* a :class:`~privbox.defenses.schemes.DefenseScheme`: g = what the client under the scheme sends
   (shards, label order, local iterations, whole-batch clip + noise, dropout), θ ← θ − lr·g;
 * a scheme with ``dp_noise_multiplier`` (:func:`~privbox.defenses.schemes.real_dp_sgd`):
   DP-SGD (Abadi et al., CCS 2016) with Poisson sampling (q = batch_size/N) and
@@ -44,7 +44,9 @@ import paddle
 import paddle.nn as nn
 
 from .dgc import DGCCompressor
-from .schemes import DefenseScheme, scheme_gradient
+from ..core.errors import InputError
+from ..nn.convert import trainable_parameters
+from .schemes.scheme import DefenseScheme
 from .transforms import GaussianPrivacy, UpdateDefense
 
 __all__ = ["ArrayDataset", "UtilityCNN", "sample_task", "measure_utility"]
@@ -281,10 +283,17 @@ def measure_utility(
 
 def _train(defense, dataset, test_dataset, epochs, lr, batch_size, momentum, seed, model_fn, num_classes, mean, std,
            delta, dp, start_time) -> Dict[str, Any]:
-    """The body of :func:`measure_utility` (arguments validated there)."""
-    from ..client import normalize
-    from ..nn import functional as PF
-    from ..nn.convert import trainable_parameters
+    """The body of :func:`measure_utility` (arguments validated there).
+
+    Every step is one round of the one client (:class:`privbox.fl.client.Client`) on the step's
+    batch at the current θ, with the defense applied by the client; the server then takes the
+    (heavy-ball) SGD step with the defended gradient, and the model's BN running statistics
+    follow the client's own forward passes.
+    """
+    from ..core.images import normalize
+    from ..fl.client import Client
+    from ..fl.spec import ClientSpec
+    from .local import DPSGDStep
 
     if dataset is None:
         train_set, test_set = sample_task(seed=seed)
@@ -314,93 +323,73 @@ def _train(defense, dataset, test_dataset, epochs, lr, batch_size, momentum, see
         model = model_fn(classes) if model_fn is not None else UtilityCNN(classes, channels, x_train.shape[-1])
     finally:
         paddle.set_rng_state(rng_state)
-    if isinstance(defense, DefenseScheme):
-        defense.check_model(model)
-    named = trainable_parameters(model)
+    named = dict(trainable_parameters(model))
     live_state = model.state_dict()
-    xt_train = normalize(x_train, mean, std)
-    xt_test = normalize(x_test, mean, std)
-    y_train_t = paddle.to_tensor(y_train)
-    work = copy.deepcopy(defense) if isinstance(defense, UpdateDefense) else defense
+    spec = ClientSpec(
+        model="custom", num_classes=classes, channels=channels, num_images=batch_size,
+        mean=[float(m) for m in mean], std=[float(s) for s in std], bn_mode="train", share="gradient",
+        include_global_state=False, seed=int(np.random.default_rng([seed, 4]).integers(2**31)),
+    )
+    q = batch_size / n
+    privacy = None
+    if dp:
+        privacy = DPSGDStep(defense.dp_noise_multiplier, defense.clip_norm, expected_batch_size=q * n, sample_rate=q, seed=seed)
+        client = Client(spec, model=model, defenses=[privacy])
+    elif isinstance(defense, DefenseScheme):
+        client = Client(spec, model=model, scheme=defense)
+    else:
+        work = copy.deepcopy(defense) if isinstance(defense, UpdateDefense) else defense
+        client = Client(spec, model=model, defenses=[work] if work is not None else [])
     rng = np.random.default_rng([seed, 3])  # batch order: the same for every defense
-    noise_rng = np.random.default_rng([seed, 4])  # dropout masks and noise of schemes
+    sampler = None
+    if dp:
+        from .dpsgd import PoissonBatchSampler
+
+        sampler = PoissonBatchSampler(n, sample_rate=q, seed=seed)
     velocity: Dict[str, paddle.Tensor] = {}
     steps = 0
     losses = []
-    epsilon = None
-    engine = None
     diverged = False
-    try:
+    for epoch in range(int(epochs)):
         if dp:
-            from .dpsgd import DPSGD, PoissonBatchSampler
-
-            q = batch_size / n
-            engine = DPSGD(
-                model, [p for _, p in named], learning_rate=lr, noise_multiplier=defense.dp_noise_multiplier,
-                max_grad_norm=defense.clip_norm, expected_batch_size=q * n, sample_rate=q, seed=seed,
-            )
-            sampler = PoissonBatchSampler(n, sample_rate=q, seed=seed)
-        for epoch in range(int(epochs)):
-            model.train()
-            if dp:
-                batches = list(iter(sampler))
-            else:
-                perm = rng.permutation(n)
-                batches = [perm[s : s + batch_size] for s in range(0, n - batch_size + 1, batch_size)]
-            for index in batches:
-                index = np.asarray(index, dtype=np.int64)
-                if dp:
-                    loss = PF.cross_entropy(model(paddle.gather(xt_train, paddle.to_tensor(index))), paddle.gather(y_train_t, paddle.to_tensor(index)))
-                    loss.backward()
-                    engine.step()
-                    engine.clear_grad()
-                    losses.append(float(loss))
-                    steps += 1
-                    continue
-                if isinstance(work, DefenseScheme):
-                    result = scheme_gradient(
-                        work, model, x_train[index], y_train[index], mean, std, bn_mode="train", seed=int(noise_rng.integers(2**31)),
-                    )
-                    grads = {k: paddle.to_tensor(v) for k, v in result.gradients.items()}
-                    with paddle.no_grad():
-                        # the batch loss at θ for the record, in eval mode so BN statistics do not move twice
-                        idx = paddle.to_tensor(index)
-                        model.eval()
-                        losses.append(float(PF.cross_entropy(model(paddle.gather(xt_train, idx)), paddle.gather(y_train_t, idx))))
-                        model.train()
-                        for k, d in result.buffer_delta.items():
-                            live_state[k].set_value(live_state[k] + paddle.to_tensor(d, dtype=live_state[k].dtype))
-                else:
-                    idx = paddle.to_tensor(index)
-                    loss = PF.cross_entropy(model(paddle.gather(xt_train, idx)), paddle.gather(y_train_t, idx))
-                    losses.append(float(loss))
-                    if not np.isfinite(losses[-1]):
-                        diverged = True
-                        break
-                    raw = paddle.grad(loss, [p for _, p in named])
-                    grads = {name: g for (name, _), g in zip(named, raw)}
-                    if work is not None:
-                        grads = work.apply(grads, steps)
-                        grads = {k: v if isinstance(v, paddle.Tensor) else paddle.to_tensor(v) for k, v in grads.items()}
-                with paddle.no_grad():
-                    for name, param in named:
-                        g = grads[name].astype(param.dtype)
-                        if momentum:
-                            g = momentum * velocity[name] + g if name in velocity else g
-                            velocity[name] = g
-                        param.set_value(param - lr * g)
+            batches = list(iter(sampler))
+        else:
+            perm = rng.permutation(n)
+            batches = [perm[s : s + batch_size] for s in range(0, n - batch_size + 1, batch_size)]
+        for index in batches:
+            index = np.asarray(index, dtype=np.int64)
+            if index.size == 0:  # an empty Poisson batch: nothing released, the step is still accounted
+                privacy.accountant.step(noise_multiplier=privacy.noise_multiplier, sample_rate=q)
                 steps += 1
-                if not all(bool(paddle.isfinite(p).all()) for _, p in named):
-                    diverged = True
-                    break
-            if diverged or not np.isfinite(losses[-1] if losses else 0.0):
+                continue
+            try:
+                update, _ = client.run_round(round_index=steps, batch=(x_train[index], y_train[index]))
+            except InputError:  # a non-finite gradient: the run diverged
                 diverged = True
                 break
-        if dp:
-            epsilon = float(engine.get_epsilon(delta))
-    finally:
-        if engine is not None:
-            engine.detach()
+            result = client.last_result
+            losses.append(float(np.mean(result.losses)))
+            if not np.isfinite(losses[-1]):
+                diverged = True
+                break
+            with paddle.no_grad():
+                for name, param in named.items():
+                    g = paddle.to_tensor(update.tensors[name]).astype(param.dtype)
+                    if momentum:
+                        g = momentum * velocity[name] + g if name in velocity else g
+                        velocity[name] = g
+                    param.set_value(param - lr * g)
+                for k, d in (result.buffer_delta or {}).items():
+                    live_state[k].set_value(live_state[k] + paddle.to_tensor(d, dtype=live_state[k].dtype))
+            steps += 1
+            if not all(bool(paddle.isfinite(p).all()) for p in named.values()):
+                diverged = True
+                break
+        if diverged:
+            break
+    epsilon = privacy.get_epsilon(delta) if dp else None
+    xt_train = normalize(x_train, mean, std)
+    xt_test = normalize(x_test, mean, std)
     test_acc = _accuracy(model, xt_test, y_test)
     train_acc = _accuracy(model, xt_train, y_train)
     description = getattr(train_set, "description", "") or type(train_set).__name__

@@ -19,7 +19,7 @@ from privbox.attacks import (
     run_group_consistency,
     run_mlco,
 )
-from privbox.client import compute_fedavg_update
+from privbox.fl.capture import compute_fedavg_update
 from privbox.core.errors import ConfigError
 from privbox.data import make_target_batch
 from privbox.nn import ConvNet

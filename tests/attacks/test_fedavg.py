@@ -10,7 +10,8 @@ import paddle
 import pytest
 
 from privbox.attacks import ConfigError, FedAvgInversion, FedAvgOptions, nvidia_fl, prior_batch, simulate_local_sgd
-from privbox.client import compute_fedavg_update, compute_update, normalize
+from privbox.fl.capture import compute_fedavg_update, compute_update
+from privbox.core.images import normalize
 from privbox.data import make_target_batch
 from privbox.metrics import evaluate
 from privbox.nn import ConvNet

@@ -6,7 +6,7 @@ import pytest
 from privbox.attacks import ConfigError, GradientInversion, combine, e2egi, gradinversion, run_group_consistency
 from privbox.attacks.schedules import window
 from privbox.attacks.schedules import cosine
-from privbox.client import normalize
+from privbox.core.images import normalize
 
 from tiny_victim import MEAN, STD, tiny_capture
 

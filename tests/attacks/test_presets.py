@@ -17,7 +17,8 @@ from privbox.attacks import (
 )
 from privbox.attacks.regularizers import _total_variation
 from privbox.attacks.schedules import cosine, cosine_e2egi, step_ig, warmup_cosine
-from privbox.client import compute_update, denormalize
+from privbox.fl.capture import compute_update
+from privbox.core.images import denormalize
 from privbox.data import make_target_batch
 from privbox.metrics import evaluate, psnr
 from privbox.nn import resnet18

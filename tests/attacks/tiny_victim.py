@@ -2,7 +2,7 @@
 
 import paddle
 
-from privbox.client import compute_update
+from privbox.fl.capture import compute_update
 from privbox.data import make_target_batch
 from privbox.nn import ConvNet
 

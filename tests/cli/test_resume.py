@@ -14,7 +14,7 @@ import pytest
 
 from privbox.attacks import GradientInversion, Reconstruction, get_preset
 from privbox.cli.main import main
-from privbox.client import compute_update
+from privbox.fl.capture import compute_update
 from privbox.data import make_target_batch
 from privbox.nn import build_model
 

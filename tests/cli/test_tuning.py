@@ -21,7 +21,8 @@ from privbox.attacks.tuning import (
     successive_halving_rungs,
 )
 from privbox.cli.main import main
-from privbox.client import compute_update, normalize
+from privbox.fl.capture import compute_update
+from privbox.core.images import normalize
 from privbox.config import load_config
 from privbox.data import make_target_batch
 from privbox.nn import build_model

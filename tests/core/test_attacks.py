@@ -9,7 +9,7 @@ import pytest
 from privbox.attacks import DLG, IDLG, AttackConfig, ConfigError, GradientInversion, Reconstruction, dlg, idlg
 from privbox.attacks.lbfgs import NumpyLBFGS
 from privbox.attacks.objectives import OBJECTIVES
-from privbox.client import compute_update
+from privbox.fl.capture import compute_update
 from privbox.data import load_samples, make_target_batch
 from privbox.metrics import evaluate
 from privbox.nn import DLGLeNet

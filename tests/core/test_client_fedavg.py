@@ -7,7 +7,10 @@ import paddle
 import pytest
 
 from privbox.attacks import recover_bn_statistics
-from privbox.client import BNStatsRecorder, compute_fedavg_update, compute_update, local_minibatches, normalize, state_snapshot
+from privbox.core.bn import BNStatsRecorder, state_snapshot
+from privbox.fl.capture import compute_fedavg_update, compute_update
+from privbox.fl.step import local_minibatches
+from privbox.core.images import normalize
 from privbox.nn import ConvNet
 from privbox.core.update import ClientUpdate
 

@@ -6,7 +6,7 @@ import numpy as np
 import paddle
 import pytest
 
-from privbox.client import compute_update
+from privbox.fl.capture import compute_update
 from privbox.data import make_target_batch
 from privbox.nn import ConvNet, DLGLeNet
 from privbox.core.update import (

@@ -10,7 +10,7 @@ import paddle
 import pytest
 
 from privbox.attacks import DLG
-from privbox.client import compute_update
+from privbox.fl.capture import compute_update
 from privbox.data import load_samples
 from privbox.defenses import (
     BatchClipNoise,

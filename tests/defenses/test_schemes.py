@@ -6,7 +6,9 @@ import paddle.nn as nn
 import pytest
 
 from privbox.analysis import fc_coefficient_system, rank_analysis
-from privbox.client import compute_fedavg_update, compute_update, normalize, state_snapshot
+from privbox.fl.capture import compute_fedavg_update, compute_update
+from privbox.core.images import normalize
+from privbox.core.bn import state_snapshot
 from privbox.data import load_samples
 from privbox.defenses import batch_clip_noise
 from privbox.defenses.schemes import (
@@ -242,7 +244,7 @@ def test_ra_kernel_check_survives_save_and_load(tmp_path):
     """A loaded RA update still refuses an attack model with the stock max-pool kernel."""
     import numpy as np
 
-    from privbox.client import compute_update
+    from privbox.fl.capture import compute_update
     from privbox.nn import resnet18
     from privbox.core.update import ClientUpdate, ModelMismatchError
 

@@ -9,7 +9,7 @@ import pytest
 
 from privbox.attacks import GradientInversion, Reconstruction, get_preset
 from privbox.attacks.state import TrialState
-from privbox.client import compute_update
+from privbox.fl.capture import compute_update
 from privbox.core.update import ClientUpdate, Secret
 from privbox.data import make_target_batch
 from privbox.nn import build_model

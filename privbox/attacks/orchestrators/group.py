@@ -30,7 +30,7 @@ import numpy as np
 from pathlib import Path
 import paddle.nn as nn
 
-from ...client import denormalize
+from ...core.images import denormalize
 from ...core.fields import described
 from ...core.registry import Range
 from ...core.update import ClientUpdate

@@ -50,6 +50,9 @@ def register(subparsers) -> None:
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in DIR")
     parser.add_argument("--snapshot-every", type=int, metavar="N",
                         help="snapshot (PNG + checkpoint) every N iterations (overrides run.snapshot_every)")
+    from ...distributed.cli import add_distributed_arguments
+
+    add_distributed_arguments(parser, "attack")
     # Test hook: behave as if interrupted right after the snapshot at iteration N.
     parser.add_argument("--_interrupt-after", dest="interrupt_after", type=int, help=argparse.SUPPRESS)
     parser.set_defaults(func=run)
@@ -58,6 +61,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     """Execute ``privbox attack``; returns the exit code (130 when interrupted)."""
     from ...core.update import ClientUpdate
+    from ...distributed.cli import attack_job
 
     extra = [f"run.snapshot_every={args.snapshot_every}"] if args.snapshot_every is not None else []
     config = load_cli_config(args, extra)
@@ -66,13 +70,18 @@ def run(args: argparse.Namespace) -> int:
     device = set_device(config.run.device)
     attack_config = config.attack.build()
     try:
-        recon = run_attack_to_dir(
-            attack_config, config.run, update, update_path, Path(args.out), resume=args.resume,
-            interrupt_after=args.interrupt_after, device=device, command="attack",
-        )
+        # --distributed: every rank runs this; rank 0 alone writes (privbox.distributed.cli).
+        with attack_job(args, attack_config, update, update_path) as job:
+            recon = run_attack_to_dir(
+                attack_config, config.run, update, update_path, Path(args.out), resume=args.resume,
+                interrupt_after=args.interrupt_after, device=device, command="attack", writer=job.writer,
+                log=job.log, extra_record=job.record,
+            )
     except Interrupted as exc:
         print(f"privbox attack: {exc}")
         return 130
+    if not job.writer:
+        return 0
     print(f"privbox attack: {attack_config.name} finished: {recon.iterations} iterations, best gradient loss "
           f"{recon.best_loss:.4g} at iteration {recon.best_iteration}, {recon.wall_time:.1f} s")
     print(f"  labels: {recon.labels.tolist()} ({recon.label_method})")
@@ -101,6 +110,7 @@ def run_attack_to_dir(
     command: str = "attack",
     log: Callable[[str], None] = print,
     extra_record: Optional[dict[str, Any]] = None,
+    writer: bool = True,
 ):
     """Run ``config`` on ``update`` with snapshots, checkpoints and atomic outputs in ``out``.
 
@@ -113,6 +123,8 @@ def run_attack_to_dir(
         interrupt_after: test hook: raise an interrupt after the snapshot at this iteration.
         command: the subcommand name, for messages.
         extra_record: more entries for ``attack.json``.
+        writer: ``False`` on the ranks of a distributed run other than rank 0: run the attack
+            (and its checkpoints) but write no snapshot, record or output.
 
     Returns:
         The :class:`~privbox.attacks.Reconstruction`.
@@ -139,6 +151,9 @@ def run_attack_to_dir(
     model = build_model_for_update(update)
     update_sha = file_sha256(update_path)
     record = {"attack_config": _comparable(config.to_dict()), "update": str(update_path), "update_sha256": update_sha}
+    if not writer:
+        return attack.run(model, update, callback=lambda info: None, checkpoint_dir=str(out / "checkpoints"),
+                          checkpoint_every=checkpoint_every, resume=resume)
     if run_file.exists():
         previous = json.loads(run_file.read_text(encoding="utf-8"))
         if not resume:

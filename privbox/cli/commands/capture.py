@@ -22,20 +22,38 @@ def register(subparsers) -> None:
         "capture",
         help="victim side: compute a client update from a private batch (update and secret saved apart)",
         description="Build the model (seeded) and the target batch from the 'capture' config section, compute the "
-        "client's FedSGD update and write DIR/update.safetensors (the attacker's observation) and "
+        "client's update (privbox.fl.client.Client) and write DIR/update.safetensors (the attacker's observation) and "
         "DIR/secret.safetensors (the ground truth, for 'privbox evaluate' only).",
     )
     add_config_args(parser, "e.g. capture_lenet, capture_resnet18")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--force", action="store_true", help="overwrite an update already in DIR")
+    from ...distributed.cli import add_distributed_arguments
+
+    add_distributed_arguments(parser, "capture")
     parser.set_defaults(func=run)
+
+
+def client_spec_from_capture(cap) -> "ClientSpec":
+    """The :class:`~privbox.fl.spec.ClientSpec` of a ``capture`` config section."""
+    from ...fl.spec import ClientSpec
+
+    mean, std = cap.normalisation()
+    delta = cap.kind == "weight_delta"
+    return ClientSpec(
+        model=cap.model, model_kwargs=cap.resolved_model_kwargs(), num_classes=cap.num_classes,
+        image_size=cap.image_size, channels=cap.channels, num_images=cap.batch_size,
+        batch_size=cap.local_batch_size if delta else None, local_epochs=cap.local_epochs if delta else 1,
+        lr=cap.local_lr, bn_mode=cap.bn_mode, mean=mean, std=std, share="delta" if delta else "gradient",
+        include_labels=cap.share_labels, include_bn_stats=cap.share_bn_stats, seed=cap.seed,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``privbox capture``; returns the exit code."""
-    from ...client import compute_fedavg_update, compute_update
+    from ...core.errors import ConfigError
     from ...data import make_target_batch
-    from ...nn import build_model
+    from ...fl.client import Client
     from ..main import CliError
 
     config = load_cli_config(args)
@@ -46,31 +64,25 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"{update_path} already exists; pass --force to overwrite it, or choose another --out")
     set_device(config.run.device)
 
-    import paddle
-
     batch = make_target_batch(
         cap.batch_size, num_classes=cap.num_classes, distinct_labels=cap.distinct_labels, size=cap.image_size,
         channels=cap.channels, seed=cap.seed, images=cap.images, shuffle_images=cap.shuffle_images,
     )
-    kwargs = cap.resolved_model_kwargs()
-    paddle.seed(cap.seed)
+    spec = client_spec_from_capture(cap)
     try:
-        model = build_model(cap.model, num_classes=cap.num_classes, **kwargs)
-    except TypeError as exc:
-        raise CliError(f"capture.model_kwargs {kwargs} do not fit model {cap.model!r}: {exc}") from None
-    mean, std = cap.normalisation()
-    if cap.kind == "weight_delta":
-        update, secret = compute_fedavg_update(
-            model, batch.images, batch.labels, mean, std, lr=cap.local_lr, local_epochs=cap.local_epochs,
-            batch_size=cap.local_batch_size, seed=cap.seed, bn_mode=cap.bn_mode, num_classes=cap.num_classes,
-            model_id=cap.model, model_kwargs=kwargs, share_labels=cap.share_labels, names=batch.names,
-        )
+        client = Client(spec, dataset=batch)
+    except ConfigError as exc:
+        raise CliError(f"capture.model_kwargs {spec.model_kwargs} do not fit model {cap.model!r}: {exc}") from None
+    mean, std = spec.normalisation()
+    if getattr(args, "distributed", None):
+        # Every rank builds the same model and batch and computes its shard; rank 0 writes.
+        from ...distributed.cli import capture_job
+
+        update, secret, writer = capture_job(args, cap, client.model, batch, mean, std, spec.model_kwargs)
+        if not writer:
+            return 0
     else:
-        update, secret = compute_update(
-            model, batch.images, batch.labels, mean, std, num_classes=cap.num_classes, bn_mode=cap.bn_mode,
-            model_id=cap.model, model_kwargs=kwargs, share_labels=cap.share_labels,
-            share_bn_stats=cap.share_bn_stats, names=batch.names, seed=cap.seed,
-        )
+        update, secret = client.run_round()
     update.save(update_path)
     secret.save(secret_path)
     save_image_grid(out / "secret.png", secret.images, title="private batch (ground truth)",

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     result = {"update": str(args.update), "rows": rows}
     if args.ginfor:
         from ...analysis.ginfor import gradient_information_ratio
-        from ...client import normalize
+        from ...core.images import normalize
 
         if model is None:
             raise CliError("--ginfor needs the update's θ0 (global_state) to rebuild the model")
