@@ -22,12 +22,11 @@ rounds, as JSON and arrays, so it survives whichever worker process Flower runs 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
@@ -35,10 +34,11 @@ from flwr.serverapp.strategy import FedAvg
 from ...core.errors import ConfigError
 from ..config import FLConfig, load_fl_config
 from ..data import build_fl_data
-from ..records import join_state, split_state
 from .arrays import record_to_state, state_to_record, update_to_records
+from .node import load_states, partition, save_states
 
-__all__ = ["Federation", "make_client_app", "make_server_app", "client_app", "server_app", "federation_from_context"]
+__all__ = ["Federation", "make_client_app", "make_server_app", "client_app", "server_app", "federation_for",
+           "federation_from_context"]
 
 _CACHE: dict[str, "Federation"] = {}
 
@@ -111,34 +111,6 @@ def federation_from_context(context: Context) -> Federation:
     overrides = [o for o in str(run.get("privbox-overrides", "")).split(";") if o.strip()]
     config = load_fl_config(str(run.get("privbox-config", "fl")), overrides)
     return federation_for(config, str(run.get("privbox-out", "")) or None)
-
-
-# ------------------------------------------------------------------ node state helpers
-def save_states(context: Context, key: str, objects: list) -> None:
-    """Keep the ``state_dict`` of ``objects`` in the node's ``Context.state`` under ``key``."""
-    arrays: dict = {}
-    parts = [split_state(o.state_dict(), str(i), arrays) if callable(getattr(o, "state_dict", None)) else None
-             for i, o in enumerate(objects)]
-    context.state[f"{key}-json"] = ConfigRecord({"json": json.dumps(parts)})
-    context.state[f"{key}-arrays"] = state_to_record(arrays)
-
-
-def load_states(context: Context, key: str, objects: list) -> None:
-    """Restore what :func:`save_states` kept (nothing on a node's first round)."""
-    if f"{key}-json" not in context.state:
-        return
-    parts = json.loads(str(context.state[f"{key}-json"]["json"]))
-    arrays = record_to_state(context.state[f"{key}-arrays"])
-    for obj, part in zip(objects, parts):
-        if part is not None and callable(getattr(obj, "set_state_dict", None)):
-            obj.set_state_dict(join_state(part, arrays))
-
-
-def partition(context: Context) -> int:
-    if "partition-id" not in context.node_config:
-        raise ConfigError("this node has no partition-id", where="flower node-config",
-                          fix='start the SuperNode with --node-config "partition-id=<row of the client table>"')
-    return int(context.node_config["partition-id"])
 
 
 def _train(fed: Federation, msg: Message, context: Context) -> Message:

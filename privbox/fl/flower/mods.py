@@ -45,15 +45,24 @@ def _with_update(msg: Message, reply: Message, update) -> Message:
     return Message(RecordDict({"update": arrays, "privbox": meta, "metrics": reply.content["metrics"]}), reply_to=msg)
 
 
-def defense_mod(get) -> Callable[[Message, Context, Next], Message]:
-    """The update-transform mod for the federation ``get(context)``."""
-    from ...defenses.apply import defend_update
-    from .apps import load_states, partition, save_states
+def _on_update(step: Callable[[Message, Context, Message], Message]) -> Callable[[Message, Context, Next], Message]:
+    """A mod that runs ``step(msg, context, reply)`` on replies that carry a privbox update."""
 
     def mod(msg: Message, context: Context, call_next: Next) -> Message:
         reply = call_next(msg, context)
         if reply.has_error() or "update" not in reply.content.array_records:
             return reply
+        return step(msg, context, reply)
+
+    return mod
+
+
+def defense_mod(get) -> Callable[[Message, Context, Next], Message]:
+    """The update-transform mod for the federation ``get(context)``."""
+    from ...defenses.apply import defend_update
+    from .node import load_states, partition, save_states
+
+    def step(msg: Message, context: Context, reply: Message) -> Message:
         fed = get(context)
         index = partition(context)
         transforms = fed.transforms(index)
@@ -66,16 +75,13 @@ def defense_mod(get) -> Callable[[Message, Context, Next], Message]:
         save_states(context, "privbox-federation", transforms)
         return _with_update(msg, reply, update)
 
-    return mod
+    return _on_update(step)
 
 
 def leakage_filter_mod(get) -> Callable[[Message, Context, Next], Message]:
     """The RDLV leakage-filter mod: drops the reply when RDLV > threshold."""
 
-    def mod(msg: Message, context: Context, call_next: Next) -> Message:
-        reply = call_next(msg, context)
-        if reply.has_error() or "update" not in reply.content.array_records:
-            return reply
+    def step(msg: Message, context: Context, reply: Message) -> Message:
         fed = get(context)
         meta = reply.content["privbox"]
         round_index, index = int(meta["round"]), int(meta["partition"])
@@ -97,23 +103,20 @@ def leakage_filter_mod(get) -> Callable[[Message, Context, Next], Message]:
                                                       f"{fed.config.audit.threshold:g}; update dropped"), reply_to=msg)
         return reply
 
-    return mod
+    return _on_update(step)
 
 
 def state_mod(get) -> Callable[[Message, Context, Next], Message]:
     """Turn the (defended, audited) delta into θ0 + ΔW under ``arrays`` for Flower's FedAvg."""
 
-    def mod(msg: Message, context: Context, call_next: Next) -> Message:
-        reply = call_next(msg, context)
-        if reply.has_error() or "update" not in reply.content.array_records:
-            return reply
+    def step(msg: Message, context: Context, reply: Message) -> Message:
         global_state = record_to_state(msg.content["arrays"])
         update = _update_of(msg, reply)
         info = ConfigRecord({k: v for k, v in reply.content["privbox"].items() if k not in ("meta", "order")})
         return Message(RecordDict({"arrays": state_to_record(full_state(update, global_state)), "privbox": info,
                                    "metrics": reply.content["metrics"]}), reply_to=msg)
 
-    return mod
+    return _on_update(step)
 
 
 def make_mods(get) -> list:
