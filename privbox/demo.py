@@ -23,6 +23,7 @@ from .data import make_target_batch
 from .metrics import evaluate
 from .nn import DLGLeNet
 from .report import markdown_table, save_comparison_grid, write_json_atomic, write_text_atomic
+from .runtime import ensure_threads_configured
 
 DEMO_MEAN = [0.5, 0.5, 0.5]
 DEMO_STD = [0.5, 0.5, 0.5]
@@ -78,6 +79,7 @@ def run_demo(
         log: where progress lines go.
     """
     start = time.perf_counter()
+    threads = ensure_threads_configured()  # the CLI's --threads, else the default policy
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paddle.set_device("cpu") if not paddle.is_compiled_with_cuda() else None
@@ -132,6 +134,7 @@ def run_demo(
         "paddle_version": paddle.__version__,
         "device": paddle.get_device(),
         "machine": platform.processor() or platform.machine(),
+        "threads": threads.threads,
         "iterations": iterations,
         "seed": seed,
         "normalisation": {"mean": DEMO_MEAN, "std": DEMO_STD},

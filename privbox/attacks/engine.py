@@ -366,6 +366,7 @@ class GradientInversion:
         )
         if resume and checkpoint is not None and checkpoint.exists():
             state = TrialState.load(checkpoint, fingerprint, seed)
+            state.check(shape, None if y0 is None else y0.shape, cfg.iterations, str(checkpoint))
             rng.bit_generator.state = state.rng_state
             if state.finished and (state.iteration >= cfg.iterations or self._stopped(state)):
                 # Finished, by the budget or by a stopping rule: continuing would change the result.

@@ -29,20 +29,20 @@ def _weights(weights: Optional[Sequence[float]], n: int) -> Sequence[float]:
 @OBJECTIVES.register("l2", description="squared L2 distance summed over layers (DLG, iDLG)")
 def l2(dummy: Sequence[paddle.Tensor], target: Sequence[paddle.Tensor], weights: Optional[Sequence[float]] = None) -> paddle.Tensor:
     """Σ_l w_l‖ĝ_l − g_l‖² (DLG, Zhu et al. 2019; iDLG)."""
-    return paddle.add_n([w * ((d - t) ** 2).sum() for d, t, w in zip(dummy, target, _weights(weights, len(dummy)))])
+    return paddle.add_n([w * paddle.square(d - t).sum() for d, t, w in zip(dummy, target, _weights(weights, len(dummy)))])
 
 
 @OBJECTIVES.register("l2_mean", description="per-layer mean squared error, summed (old PaddleSleeve DLG)")
 def l2_mean(dummy: Sequence[paddle.Tensor], target: Sequence[paddle.Tensor], weights: Optional[Sequence[float]] = None) -> paddle.Tensor:
     """Σ_l w_l‖ĝ_l − g_l‖²/numel_l (the old PaddleSleeve DLG distance; not a default)."""
-    return paddle.add_n([w * ((d - t) ** 2).mean() for d, t, w in zip(dummy, target, _weights(weights, len(dummy)))])
+    return paddle.add_n([w * paddle.square(d - t).mean() for d, t, w in zip(dummy, target, _weights(weights, len(dummy)))])
 
 
 @OBJECTIVES.register("l2_norm", description="L2 norm (not squared) summed over layers (NVIDIA update matching)")
 def l2_norm(dummy: Sequence[paddle.Tensor], target: Sequence[paddle.Tensor], weights: Optional[Sequence[float]] = None) -> paddle.Tensor:
     """Σ_l w_l‖ĝ_l − g_l‖, not squared (NVIDIA update matching, Hatamizadeh et al. 2023)."""
     return paddle.add_n(
-        [w * paddle.sqrt(((d - t) ** 2).sum() + _EPS) for d, t, w in zip(dummy, target, _weights(weights, len(dummy)))]
+        [w * paddle.sqrt(paddle.square(d - t).sum() + _EPS) for d, t, w in zip(dummy, target, _weights(weights, len(dummy)))]
     )
 
 

@@ -37,6 +37,7 @@ from ..core.update import ClientUpdate, Secret
 from ..defenses.apply import defend_update
 from ..defenses.local import LocalStepDefense
 from ..defenses.registry import build_defense
+from ..distributed.collective import active as active_collective
 from ..nn.convert import trainable_parameters
 from .packaging import check_batch, check_logits, package_update, running_delta
 from .spec import ClientSpec
@@ -366,7 +367,9 @@ class Client:
     def _step_gradient(self, model, named, x_all, y_all, labels, index, classes, record):
         """Gradient of one step (averaged over shards), its loss, BN batch statistics and the class count."""
         spec = self.plan
-        shards = np.split(np.asarray(index), spec.shards)
+        # Distributed capture: this rank computes its contiguous part of the step's minibatch.
+        collective = active_collective()
+        shards = np.split(collective.shard(np.asarray(index)), spec.shards)
         params = [p for _, p in named]
         for d in self.step_defenses:
             if d.computes_gradient:
@@ -385,16 +388,17 @@ class Client:
         for s, idx_np in enumerate(shards):
             idx = paddle.to_tensor(idx_np)
             if record:
-                with BNStatsRecorder(model) as recorder:
+                with BNStatsRecorder(model, collective.batch_moments) as recorder:
                     logits = model(paddle.gather(x_all, idx))
                 stats = recorder.stats
             else:
                 logits = model(paddle.gather(x_all, idx))
             if classes is None:
                 classes = check_logits(logits, labels, spec.num_classes)
-            loss = step_loss(logits, paddle.gather(y_all, idx))
-            loss_sum += float(loss)
-            grads = paddle.grad(loss, params)
+            # Distributed: this rank's share (b/B) of the loss; the gradient summed over the ranks.
+            loss = collective.batch_loss(step_loss(logits, paddle.gather(y_all, idx)))
+            loss_sum += float(collective.np_sum(float(loss)))
+            grads = collective.sum_list(paddle.grad(loss, params))
             if len(shards) == 1:
                 total = {n: g for (n, _), g in zip(named, grads)}
             else:
@@ -405,6 +409,11 @@ class Client:
             load_state(model, after_first)
             total = {n: (v / len(shards)).astype("float32") for n, v in total.items()}
         return total, loss_sum / len(shards), stats, classes
+
+    def _optimizer(self) -> str:
+        """The local optimiser as recorded in ``meta.optimizer``: ``"sgd"`` for plain SGD."""
+        opt = {k: float(v) for k, v in self.plan.optimizer_kwargs.items() if float(v)}
+        return self.plan.optimizer + (f"({', '.join(f'{k}={v:g}' for k, v in sorted(opt.items()))})" if opt else "")
 
     def _who(self) -> str:
         return f"scheme {self.scheme.name!r}" if self.scheme is not None else "client"
@@ -456,7 +465,7 @@ class Client:
             batch_size=result.batch_size if delta else int(result.images.shape[0]),
             num_samples=int(result.images.shape[0]), local_steps=result.steps if delta else 1,
             local_epochs=spec.local_epochs if delta else 1, lr=spec.lr if delta else None, bn_mode=spec.bn_mode,
-            defenses=self.describe_defenses(), seed=spec.seed, round=int(round_index),
+            defenses=self.describe_defenses(), seed=spec.seed, round=int(round_index), optimizer=self._optimizer(),
         )
         for transform in self.transforms:
             described = list(update.meta.defenses)

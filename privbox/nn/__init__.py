@@ -5,7 +5,7 @@ See :mod:`privbox.nn.functional` for the composed ops, :mod:`privbox.nn.layers` 
 and :mod:`privbox.nn.models` for the reference victims.
 """
 
-from . import functional
+from . import fast_conv, functional
 from .convert import (
     DoubleGradError,
     DoubleGradReport,
@@ -14,10 +14,15 @@ from .convert import (
     reshape_flatten,
     trainable_parameters,
 )
+from .fast_conv import conv_backend, get_conv_backend, set_conv_backend
 from .models import MODEL_REGISTRY, ConvNet, DLGLeNet, ResNet, build_model, resnet18, resnet50, vgg11
 
 __all__ = [
     "functional",
+    "fast_conv",
+    "conv_backend",
+    "get_conv_backend",
+    "set_conv_backend",
     "DoubleGradError",
     "DoubleGradReport",
     "check_double_grad",

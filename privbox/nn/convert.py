@@ -25,6 +25,7 @@ _CLASS_SWAPS: dict[type, type] = {
     nn.BatchNorm2D: PL.BatchNorm2D,
     nn.BatchNorm1D: PL.BatchNorm1D,
     nn.Conv2DTranspose: PL.Conv2DTranspose,
+    nn.Conv2D: PL.Conv2D,
     nn.GroupNorm: PL.GroupNorm,
     nn.LayerNorm: PL.LayerNorm,
     nn.GELU: PL.GELU,
@@ -37,6 +38,8 @@ _CHANNELS_FIRST = ("NCHW", "NCL", "NC")
 
 def _check_swappable(layer: nn.Layer) -> None:
     """Refuse configurations the privbox replacement would compute wrongly (instead of silently)."""
+    if isinstance(layer, nn.Conv2D):
+        return  # privbox's Conv2D falls back to Paddle's own forward for anything it cannot run
     data_format = getattr(layer, "_data_format", None)
     if data_format is not None and data_format not in _CHANNELS_FIRST:
         raise ValueError(

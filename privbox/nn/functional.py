@@ -237,7 +237,7 @@ def group_norm(
     n, c = x.shape[0], x.shape[1]
     grouped = x.reshape([n, num_groups, -1])
     mean = grouped.mean(axis=-1, keepdim=True)
-    var = ((grouped - mean) ** 2).mean(axis=-1, keepdim=True)
+    var = paddle.square(grouped - mean).mean(axis=-1, keepdim=True)
     out = ((grouped - mean) / paddle.sqrt(var + epsilon)).reshape(x.shape)
     shape = [1, c] + [1] * (x.ndim - 2)
     if weight is not None:
@@ -262,7 +262,7 @@ def layer_norm(
     axes = list(range(x.ndim - normalized_ndim, x.ndim))
     normalized_shape = list(x.shape[x.ndim - normalized_ndim :])
     mean = x.mean(axis=axes, keepdim=True)
-    var = ((x - mean) ** 2).mean(axis=axes, keepdim=True)
+    var = paddle.square(x - mean).mean(axis=axes, keepdim=True)
     out = (x - mean) / paddle.sqrt(var + epsilon)
     if weight is not None:
         out = out * _as_normalized_shape(weight, normalized_shape)

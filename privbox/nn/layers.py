@@ -13,6 +13,7 @@ from typing import Optional, Sequence, Union
 import paddle
 import paddle.nn as nn
 
+from . import fast_conv
 from . import functional as PF
 
 
@@ -119,6 +120,36 @@ class Conv2DTranspose(nn.Conv2DTranspose):
         if output_size is not None:
             raise ValueError("privbox Conv2DTranspose does not take output_size; set output_padding instead")
         return PF.conv_transpose2d(x, self.weight, self.bias, self._stride, self._padding, self.output_padding)
+
+
+def _symmetric_padding(layer: nn.Conv2D) -> Optional[tuple[int, int]]:
+    """``(ph, pw)`` for explicit, symmetric zero padding; None for anything else."""
+    if getattr(layer, "_padding_algorithm", "EXPLICIT") != "EXPLICIT" or getattr(layer, "_padding_mode", "zeros") != "zeros":
+        return None
+    pad = [int(p) for p in layer._updated_padding]
+    if len(pad) == 2:
+        return pad[0], pad[1]
+    if len(pad) == 4 and pad[0] == pad[1] and pad[2] == pad[3]:
+        return pad[0], pad[2]
+    return None
+
+
+class Conv2D(nn.Conv2D):
+    """``nn.Conv2D`` that can run on the oneDNN PyLayer path of :mod:`privbox.nn.fast_conv`.
+
+    Same parameters and names; the path follows :func:`privbox.nn.set_conv_backend` (default
+    ``"auto"``: measured per shape). Grouped, channels-last or non-zero-padded convolutions always
+    use Paddle's own ``conv2d``.
+    """
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        padding = _symmetric_padding(self) if self._groups == 1 and self._data_format == "NCHW" else None
+        if padding is not None and x.ndim == 4:
+            if fast_conv.use_fast_path(x, self.weight, self._stride, padding, self._dilation):
+                fast_conv.count("onednn")
+                return fast_conv.conv2d(x, self.weight, self.bias, self._stride, padding, self._dilation)
+        fast_conv.count("reference")
+        return super().forward(x)
 
 
 class GroupNorm(nn.GroupNorm):

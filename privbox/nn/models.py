@@ -185,4 +185,6 @@ def build_model(name: str, num_classes: int = 10, **kwargs) -> nn.Layer:
     """Build a reference model by name (see ``MODEL_REGISTRY``), seeded by ``paddle.seed`` beforehand."""
     if name not in MODEL_REGISTRY:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODEL_REGISTRY)}")
-    return MODEL_REGISTRY[name](num_classes=num_classes, **kwargs)
+    from ..core.model_shapes import build_checked
+
+    return build_checked(MODEL_REGISTRY[name], dict(kwargs, num_classes=num_classes), where=f"model {name!r} arguments")

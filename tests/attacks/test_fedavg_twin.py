@@ -62,3 +62,15 @@ def test_fedavg_options_are_a_typed_section_of_the_attack_config():
     with pytest.raises(ConfigError, match="attack.fedavg: unknown FedAvg options \\['modus'\\]"):
         nvidia_fl(fedavg={"modus": "reference"})
     assert FedAvgInversion(nvidia_fl()).options == FedAvgOptions()  # the legacy extra keys still work
+
+
+def test_the_update_records_the_local_optimiser_and_the_twin_refuses_momentum():
+    model, images, labels = _victim()
+    spec = ClientSpec(model="custom", num_classes=3, channels=1, num_images=4, batch_size=2, lr=0.1, share="delta",
+                      optimizer_kwargs={"momentum": 0.9})
+    update, _ = Client(spec, model=model).run_round(batch=(images, labels))
+    assert update.meta.optimizer == "sgd(momentum=0.9)"
+    from privbox.core.update import MissingCapabilityError
+
+    with pytest.raises(MissingCapabilityError, match="plain SGD"):
+        FedAvgInversion(nvidia_fl(iterations=1, progress=False)).check_update(update)

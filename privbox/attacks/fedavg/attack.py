@@ -91,6 +91,11 @@ class FedAvgInversion(GradientInversion):
                 f"the update's metadata needs batch_size, num_samples and local_epochs >= 1, got "
                 f"{meta.batch_size}, {meta.num_samples}, {meta.local_epochs}"
             )
+        if meta.optimizer != "sgd":
+            raise MissingCapabilityError(
+                f"the client trained with {meta.optimizer!r}; the FedAvg twin simulates plain SGD local steps "
+                "(privbox.fl.step.sgd_rule without momentum or weight decay)"
+            )
         expected = meta.local_epochs * math.ceil(meta.num_samples / meta.batch_size)
         if meta.local_steps != expected:
             raise MissingCapabilityError(
