@@ -101,7 +101,7 @@ class AuditSection:
     """The leakage filter: which attack, how RDLV is scored, when it runs and what it drops."""
 
     attack: Any = h(lambda: {"preset": "nvidia_fl", "iterations": 300, "progress": False,
-                                  "extra": {"mode": "reference", "bn_model": "global"}},
+                                  "fedavg": {"mode": "reference", "bn_model": "global"}},
                     "attack spec for privbox.attacks.build_attack: a preset name or a mapping {preset, field: value}", factory=True)
     frequency: int = h(2, "audit every `frequency` rounds ...")
     start_round: int = h(0, "... from this round on (round % frequency == 0 and round >= start_round)")
