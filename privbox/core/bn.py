@@ -66,17 +66,22 @@ def ema(old: Union[paddle.Tensor, np.ndarray], batch: Union[paddle.Tensor, np.nd
 
 
 class BNStatsRecorder:
-    """Context manager recording each BN layer's input mean and biased variance (NumPy, float32)."""
+    """Context manager recording each BN layer's input mean and biased variance (NumPy, float32).
 
-    def __init__(self, model: nn.Layer) -> None:
+    ``moments`` computes them from the layer input (default :func:`batch_moments`; a distributed
+    capture passes the active collective's, which reduces over the global batch).
+    """
+
+    def __init__(self, model: nn.Layer, moments=None) -> None:
         self.model = model
+        self.moments = moments or batch_moments
         self.stats: dict[str, np.ndarray] = {}
         self._handles: list = []
 
     def __enter__(self) -> "BNStatsRecorder":
         for name, layer in bn_layers(self.model):
             def hook(lay, inputs, output, _name=name):
-                mean, var = batch_moments(inputs[0].detach())
+                mean, var = self.moments(inputs[0].detach())
                 self.stats[f"{_name}.mean"] = mean.numpy().astype(np.float32)
                 self.stats[f"{_name}.var"] = var.numpy().astype(np.float32)
 

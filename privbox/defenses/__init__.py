@@ -36,7 +36,7 @@ from .per_sample import (
 )
 from .transforms import BatchClipNoise, Compose, GaussianPrivacy, TopKPruning, UpdateDefense, batch_clip_noise
 from .local import BatchClipStep, DGCStep, DPSGDStep, LocalStepDefense
-from .registry import DEFENSE_KINDS, DEFENSES, build_defense, defense_kind
+from .registry import DEFENSE_KINDS, DEFENSES, build_defense, defense_kind, unsupported_reason
 
 __all__ = [
     "DEFAULT_ALPHAS",
@@ -74,6 +74,7 @@ __all__ = [
     "DEFENSES",
     "build_defense",
     "defense_kind",
+    "unsupported_reason",
 ]
 
 # Applying defenses to a ClientUpdate, Label-based-Defense schemes, utility measurement.

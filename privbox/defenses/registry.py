@@ -7,9 +7,10 @@ An entry's ``item`` is a builder ``params -> defense object``; its ``extra`` say
   client sends: :class:`~privbox.defenses.transforms.UpdateDefense`);
 * ``seeded``: the builder takes a ``seed``; the client passes its own when ``params`` has none.
 
-``requires`` names what the defense needs from the client (``"no_train_bn"``: no BatchNorm in
-train mode, as DP-SGD's per-sample gradients), and ``tunable`` gives the ranges the matrix and
-the tuner explore. Adding a defense is one ``@DEFENSES.register(...)`` in one file::
+``requires`` names what the defense needs from the *client* (not from the update: a defense acts
+before anything is sent): ``"no_train_bn"``, no BatchNorm that uses batch statistics, as DP-SGD's
+per-sample gradients need. :func:`unsupported_reason` checks these against a model, so a runner can
+skip an impossible pair and say why. ``tunable`` gives the ranges the matrix and the tuner explore. Adding a defense is one ``@DEFENSES.register(...)`` in one file::
 
     @DEFENSES.register("sign", kind="update_transform", description="send only the signs")
     def _sign(params):
@@ -26,7 +27,7 @@ from .dgc import DGCCompressor
 from .local import BatchClipStep, DGCStep, DPSGDStep
 from .transforms import BatchClipNoise, GaussianPrivacy, TopKPruning
 
-__all__ = ["DEFENSES", "DEFENSE_KINDS", "build_defense", "defense_kind"]
+__all__ = ["DEFENSES", "DEFENSE_KINDS", "CLIENT_REQUIREMENTS", "build_defense", "defense_kind", "unsupported_reason"]
 
 DEFENSE_KINDS = ("optimizer", "update_transform")
 
@@ -49,6 +50,35 @@ DEFENSES: DefenseRegistry = DefenseRegistry("defense")
 def defense_kind(name: str) -> str:
     """``"optimizer"`` or ``"update_transform"`` for a registered defense."""
     return DEFENSES.entry(name).extra["kind"]
+
+
+def _train_bn_layers(model: Any) -> list:
+    from .per_sample import _BN_TYPES, _bn_is_frozen
+
+    return [name for name, layer in model.named_sublayers() if isinstance(layer, _BN_TYPES) and not _bn_is_frozen(layer)]
+
+
+#: what a defense may require of the client, and how to check it on a model (None: satisfied)
+CLIENT_REQUIREMENTS: dict[str, Callable[[Any, str], Optional[str]]] = {
+    "no_train_bn": lambda model, bn_mode: (
+        f"BatchNorm layers {_train_bn_layers(model)[:3]} use batch statistics (per-sample gradients do not exist); "
+        "use a model without BatchNorm or bn_mode='eval'"
+        if bn_mode == "train" and _train_bn_layers(model) else None
+    ),
+}
+
+
+def unsupported_reason(name: str, model: Any, bn_mode: str = "train") -> Optional[str]:
+    """Why the defense ``name`` cannot run on a client with ``model`` in ``bn_mode``, or None."""
+    for requirement in sorted(DEFENSES.entry(name).requires):
+        check = CLIENT_REQUIREMENTS.get(requirement)
+        if check is None:
+            raise ConfigError(f"defense {name!r} requires {requirement!r}, which privbox cannot check",
+                              fix=f"use one of {sorted(CLIENT_REQUIREMENTS)}")
+        reason = check(model, bn_mode)
+        if reason:
+            return f"{name}: {reason}"
+    return None
 
 
 def build_defense(name: str, params: Optional[Mapping[str, Any]] = None, seed: Optional[int] = None) -> Any:

@@ -58,6 +58,7 @@ def run_defended_rounds(
     """
     from ..fl.client import Client
     from ..fl.spec import ClientSpec
+    from ..fl.step import sgd_rule
     from ..nn.convert import trainable_parameters
 
     if not (isinstance(lr, (int, float)) and np.isfinite(lr) and lr > 0):
@@ -68,11 +69,8 @@ def run_defended_rounds(
     live = model.state_dict()
     for t, (images, labels) in enumerate(batches):
         if client is None:
-            channels = int(np.shape(images)[1])
-            spec = ClientSpec(
-                model=model_id, model_kwargs=dict(model_kwargs or {}), num_classes=None,
-                channels=channels, num_images=int(np.shape(images)[0]),
-                mean=None if mean is None else [float(m) for m in mean], std=None if std is None else [float(s) for s in std],
+            spec = ClientSpec.for_batch(
+                images, model=model_id, model_kwargs=dict(model_kwargs or {}), num_classes=None, mean=mean, std=std,
                 bn_mode=bn_mode, share="gradient", include_labels=share_labels, seed=0 if seed is None else int(seed),
             )
             client = Client(spec, model=model, defenses=[defense])
@@ -81,7 +79,7 @@ def run_defended_rounds(
         with paddle.no_grad():
             for name, value in defended.tensors.items():
                 param = named[name]
-                param.set_value(param - float(lr) * paddle.to_tensor(value, dtype=param.dtype))
+                param.set_value(sgd_rule(param, paddle.to_tensor(value, dtype=param.dtype), float(lr))[0])
             for key, change in (client.last_result.buffer_delta or {}).items():
                 live[key].set_value(live[key] + paddle.to_tensor(change, dtype=live[key].dtype))
         results.append((defended, secret))

@@ -293,6 +293,7 @@ def _train(defense, dataset, test_dataset, epochs, lr, batch_size, momentum, see
     from ..core.images import normalize
     from ..fl.client import Client
     from ..fl.spec import ClientSpec
+    from ..fl.step import sgd_rule
     from .local import DPSGDStep
 
     if dataset is None:
@@ -325,9 +326,8 @@ def _train(defense, dataset, test_dataset, epochs, lr, batch_size, momentum, see
         paddle.set_rng_state(rng_state)
     named = dict(trainable_parameters(model))
     live_state = model.state_dict()
-    spec = ClientSpec(
-        model="custom", num_classes=classes, channels=channels, num_images=batch_size,
-        mean=[float(m) for m in mean], std=[float(s) for s in std], bn_mode="train", share="gradient",
+    spec = ClientSpec.for_batch(
+        x_train[:batch_size], num_classes=classes, mean=mean, std=std, bn_mode="train", share="gradient",
         include_global_state=False, seed=int(np.random.default_rng([seed, 4]).integers(2**31)),
     )
     q = batch_size / n
@@ -375,10 +375,8 @@ def _train(defense, dataset, test_dataset, epochs, lr, batch_size, momentum, see
             with paddle.no_grad():
                 for name, param in named.items():
                     g = paddle.to_tensor(update.tensors[name]).astype(param.dtype)
-                    if momentum:
-                        g = momentum * velocity[name] + g if name in velocity else g
-                        velocity[name] = g
-                    param.set_value(param - lr * g)
+                    new, velocity[name] = sgd_rule(param, g, lr, momentum=momentum, velocity=velocity.get(name))
+                    param.set_value(new)
                 for k, d in (result.buffer_delta or {}).items():
                     live_state[k].set_value(live_state[k] + paddle.to_tensor(d, dtype=live_state[k].dtype))
             steps += 1

@@ -2,7 +2,7 @@
 
 Start the ranks with Paddle's launcher; every rank runs the same command::
 
-    python -m paddle.distributed.launch --nproc_per_node 2 -m privbox attack -c CONFIG \\
+    python -m paddle.distributed.launch --nproc_per_node 2 privbox attack -c CONFIG \\
         --update U --out DIR --distributed
 
 Each rank rebuilds the attack from the config and the update file (nothing is pickled between
@@ -35,8 +35,8 @@ def add_distributed_arguments(parser: argparse.ArgumentParser, command: str) -> 
     modes = ", ".join(f"{e.name}: {e.description}" for e in MODES.entries() if command in e.extra["commands"])
     parser.add_argument(
         "--distributed", nargs="?", const="shard", default=None, metavar="MODE",
-        help=f"run on the ranks started by 'python -m paddle.distributed.launch --nproc_per_node N -m privbox "
-        f"{command} ...' (MODE {modes}; default shard)",
+        help=f"run on the ranks started by 'python -m paddle.distributed.launch --nproc_per_node N privbox "
+        f"{command} ...' (MODE {modes}; default shard; see docs/en/distributed.md)",
     )
     parser.add_argument(
         "--dist-bn", choices=("sync", "shard"), default="sync",
@@ -132,37 +132,42 @@ def attack_job(args: argparse.Namespace, config, update, update_path: Path) -> I
         raise
 
 
-def capture_job(args: argparse.Namespace, cap, model, batch, mean, std, model_kwargs: dict):
-    """``privbox capture --distributed``: the FedSGD update of ``batch`` computed by all ranks.
+def capture_job(args: argparse.Namespace, cap, client, batch):
+    """``privbox capture --distributed``: the client's round on ``batch`` computed by all ranks.
 
-    Returns ``(update, secret, writer)``; every rank holds the same update, rank 0 writes it.
+    Every rank builds the same :class:`~privbox.fl.client.Client` and batch; under the shard
+    collective each local step's minibatch is split into contiguous shards, BatchNorm is
+    synchronised (or per shard with ``--dist-bn shard``), and the shard gradients are summed,
+    so every rank holds the same update (the one-process update with synchronised BN). Returns
+    ``(update, secret, writer)``; rank 0 writes.
 
     Raises:
-        PrivboxError: a FedAvg capture (``capture.kind=weight_delta``), a batch that does not
-            split into the ranks' shards, or ranks that disagree on the config.
+        PrivboxError: a minibatch that does not split into the ranks' shards, a client that
+            already shards its batch in one process (a scheme with ``shards > 1``) or computes
+            per-sample gradients (DP-SGD), or ranks that disagree on the config.
     """
     from ..core.errors import ConfigError
-    from .capture import distributed_update
 
     job = start_job(args, "capture")
+    where = "privbox capture --distributed"
 
     def setup() -> None:
-        if cap.kind != "gradient":
-            raise ConfigError(f"capture.kind={cap.kind!r} is not supported with --distributed",
-                              where="privbox capture --distributed",
-                              fix="capture a FedSGD gradient (capture.kind=gradient), or run the FedAvg client in one process")
-        job.collective.shard(batch.labels)  # raises if the batch does not split
+        if client.plan.shards > 1:
+            raise ConfigError(f"the client already splits each step into {client.plan.shards} per-shard BN forwards",
+                              where=where, fix="drop the scheme's shards and use --dist-bn shard on that many ranks")
+        if any(getattr(d, "computes_gradient", False) for d in client.step_defenses):
+            raise ConfigError("per-sample gradient defenses (DP-SGD) cannot split a step over ranks", where=where,
+                              fix="run this capture in one process")
+        job.collective.shard(np.zeros(cap.local_batch_size or cap.batch_size))  # each minibatch splits
 
-    check_job(job, "privbox capture --distributed", setup, {
+    check_job(job, where, setup, {
         "capture config": json.dumps(cap.__dict__, sort_keys=True, default=str),
         "batch": json.dumps([list(map(str, batch.names)), batch.labels.tolist(), float(np.asarray(batch.images).sum())]),
         "options": json.dumps({k: getattr(args, k, None) for k in ("distributed", "dist_bn")}),
     })
-    update, secret = distributed_update(
-        model, batch.images, batch.labels, job.collective, mean, std, num_classes=cap.num_classes, bn_mode=cap.bn_mode,
-        model_id=cap.model, model_kwargs=model_kwargs, share_labels=cap.share_labels,
-        share_bn_stats=cap.share_bn_stats, names=batch.names, seed=cap.seed,
-    )
+    job.collective.adapt_model(client.model)
+    with use(job.collective):
+        update, secret = client.run_round()
     job.log(f"privbox capture: batch of {len(batch.labels)} over {job.collective.world_size} ranks, "
             + ("synchronised BN" if job.collective.sync_bn else "per-shard (asynchronous) BN"))
     return update, secret, job.writer

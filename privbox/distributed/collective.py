@@ -92,6 +92,13 @@ class Collective:
         (``axis=None``) or over ``axis``, which must include 0 (straight-through)."""
         return tensor.mean() if axis is None else tensor.mean(axis=list(axis))
 
+    def batch_moments(self, a: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
+        """Per-channel mean and biased variance of a BN input over the global batch (and
+        spatial axes), E[a²] − E[a]² as :func:`privbox.core.bn.batch_moments`."""
+        from ..core.bn import batch_moments
+
+        return batch_moments(a, self.batch_mean)
+
     def batch_loss(self, shard_mean: paddle.Tensor) -> paddle.Tensor:
         """This rank's part of a batch-mean loss: (b/B)·(mean over the shard); the parts add up
         to the mean over the global batch (used for the client's cross-entropy)."""

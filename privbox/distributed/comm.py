@@ -362,7 +362,7 @@ def init_process_group(timeout: float = DEFAULT_TIMEOUT) -> ProcessGroup:
         raise DistributedError(
             "--distributed needs processes started by paddle.distributed.launch",
             where="privbox distributed",
-            fix="run: python -m paddle.distributed.launch --nproc_per_node N -m privbox ... --distributed",
+            fix="run: python -m paddle.distributed.launch --nproc_per_node N privbox ... --distributed",
         )
     if not dist.is_initialized():
         dist.init_parallel_env()

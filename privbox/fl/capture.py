@@ -16,19 +16,8 @@ from .spec import ClientSpec
 __all__ = ["compute_update", "compute_fedavg_update"]
 
 
-def _channels(images: np.ndarray) -> int:
-    shape = np.shape(images)
-    return int(shape[1]) if len(shape) == 4 else 3
-
-
 def _run(spec_values: dict, model: nn.Layer, images, labels, names) -> tuple[ClientUpdate, Secret]:
-    channels = _channels(images)
-    for key in ("mean", "std"):
-        if spec_values.get(key) is not None:
-            spec_values[key] = [float(v) for v in spec_values[key]]
-    spec = ClientSpec(channels=channels, num_images=max(len(np.asarray(labels).reshape(-1)), 1),
-                      **spec_values)
-    return Client(spec, model=model).run_round(batch=(images, labels, names))
+    return Client(ClientSpec.for_batch(images, **spec_values), model=model).run_round(batch=(images, labels, names))
 
 
 def compute_update(

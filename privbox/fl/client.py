@@ -37,6 +37,7 @@ from ..core.update import ClientUpdate, Secret
 from ..defenses.apply import defend_update
 from ..defenses.local import LocalStepDefense
 from ..defenses.registry import build_defense
+from ..distributed.collective import active as active_collective
 from ..nn.convert import trainable_parameters
 from .packaging import check_batch, check_logits, package_update, running_delta
 from .spec import ClientSpec
@@ -366,7 +367,9 @@ class Client:
     def _step_gradient(self, model, named, x_all, y_all, labels, index, classes, record):
         """Gradient of one step (averaged over shards), its loss, BN batch statistics and the class count."""
         spec = self.plan
-        shards = np.split(np.asarray(index), spec.shards)
+        # Distributed capture: this rank computes its contiguous part of the step's minibatch.
+        collective = active_collective()
+        shards = np.split(collective.shard(np.asarray(index)), spec.shards)
         params = [p for _, p in named]
         for d in self.step_defenses:
             if d.computes_gradient:
@@ -385,16 +388,17 @@ class Client:
         for s, idx_np in enumerate(shards):
             idx = paddle.to_tensor(idx_np)
             if record:
-                with BNStatsRecorder(model) as recorder:
+                with BNStatsRecorder(model, collective.batch_moments) as recorder:
                     logits = model(paddle.gather(x_all, idx))
                 stats = recorder.stats
             else:
                 logits = model(paddle.gather(x_all, idx))
             if classes is None:
                 classes = check_logits(logits, labels, spec.num_classes)
-            loss = step_loss(logits, paddle.gather(y_all, idx))
-            loss_sum += float(loss)
-            grads = paddle.grad(loss, params)
+            # Distributed: this rank's share (b/B) of the loss; the gradient summed over the ranks.
+            loss = collective.batch_loss(step_loss(logits, paddle.gather(y_all, idx)))
+            loss_sum += float(collective.np_sum(float(loss)))
+            grads = collective.sum_list(paddle.grad(loss, params))
             if len(shards) == 1:
                 total = {n: g for (n, _), g in zip(named, grads)}
             else:

@@ -17,7 +17,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+import numpy as np
+
 from ..core.errors import ConfigError
+from ..core.fields import described
 
 __all__ = ["DataSpec", "DefenseSpec", "ClientSpec", "SHARE_KINDS", "BN_MODES", "LABEL_ORDERS", "DATA_SOURCES"]
 
@@ -25,13 +28,6 @@ SHARE_KINDS = ("gradient", "delta")
 BN_MODES = ("train", "eval")
 LABEL_ORDERS = ("as_is", "grouped")
 DATA_SOURCES = ("embedded", "folder", "cifar")
-
-
-def _h(default: Any, help: str, factory: bool = False) -> Any:
-    """A dataclass field with a one-line ``help`` (read by the generated config reference)."""
-    if factory:
-        return field(default_factory=default, metadata={"help": help})
-    return field(default=default, metadata={"help": help})
 
 
 def _check_keys(cls: type, data: Any, where: str) -> dict:
@@ -68,16 +64,16 @@ def _choice(value: Any, choices: tuple, where: str) -> None:
 class DataSpec:
     """Where a client's private images come from (always pixels in [0, 1], no download)."""
 
-    source: str = _h("embedded", "'embedded' (photographs bundled with scikit-image), 'folder' (an image folder, "
+    source: str = described("embedded", "'embedded' (photographs bundled with scikit-image), 'folder' (an image folder, "
                                  "one sub-folder per class) or 'cifar' (CIFAR-10 binary files)")
-    path: Optional[str] = _h(None, "folder or CIFAR-10 file/folder for source 'folder'/'cifar'")
-    split: str = _h("train", "CIFAR-10 split: 'train' or 'test'")
-    images: Optional[list[str]] = _h(None, "embedded source: names of the photographs (privbox.data.SAMPLE_NAMES); "
+    path: Optional[str] = described(None, "folder or CIFAR-10 file/folder for source 'folder'/'cifar'")
+    split: str = described("train", "CIFAR-10 split: 'train' or 'test'")
+    images: Optional[list[str]] = described(None, "embedded source: names of the photographs (privbox.data.SAMPLE_NAMES); "
                                            "null: the first num_images")
-    shuffle_images: bool = _h(False, "embedded source: a seeded random choice of photographs instead of the first ones")
-    distinct_labels: Optional[int] = _h(None, "number of distinct labels in the batch (label repetition); null: "
+    shuffle_images: bool = described(False, "embedded source: a seeded random choice of photographs instead of the first ones")
+    distinct_labels: Optional[int] = described(None, "number of distinct labels in the batch (label repetition); null: "
                                               "min(num_images, num_classes)")
-    seed: Optional[int] = _h(None, "seed of the label/image draw; null: the client's seed")
+    seed: Optional[int] = described(None, "seed of the label/image draw; null: the client's seed")
 
     def __post_init__(self) -> None:
         _choice(self.source, DATA_SOURCES, "data.source")
@@ -109,8 +105,8 @@ class DataSpec:
 class DefenseSpec:
     """One defense by registry name (:data:`privbox.defenses.DEFENSES`) and its parameters."""
 
-    name: str = _h("", "entry of privbox.defenses.DEFENSES, e.g. 'gaussian_privacy', 'dp_sgd', 'dgc'")
-    params: dict[str, Any] = _h(dict, "keyword parameters of that defense", factory=True)
+    name: str = described("", "entry of privbox.defenses.DEFENSES, e.g. 'gaussian_privacy', 'dp_sgd', 'dgc'")
+    params: dict[str, Any] = described({}, "keyword parameters of that defense")
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -138,36 +134,36 @@ class ClientSpec:
     iterations"). ``share="delta"`` sends ΔW = θ_K − θ0 (FedAvg).
     """
 
-    model: str = _h("dlg_lenet", "architecture from privbox.nn.MODEL_REGISTRY")
-    model_kwargs: dict[str, Any] = _h(dict, "keyword arguments of the model builder", factory=True)
-    num_classes: Optional[int] = _h(10, "classifier outputs C; null (a given model only): its output width")
-    image_size: int = _h(32, "square image side in pixels")
-    channels: int = _h(3, "image channels (1 or 3 for the built-in data sources)")
-    data: DataSpec = _h(DataSpec, "where the private images come from", factory=True)
-    num_images: int = _h(1, "local samples n the client trains on in a round")
-    batch_size: Optional[int] = _h(None, "local minibatch size b; null: n (full batch)")
-    local_steps: Optional[int] = _h(None, "K local steps; null: local_epochs·ceil(n/b)")
-    local_epochs: int = _h(1, "local epochs E (used when local_steps is null)")
-    shuffle: bool = _h(False, "shuffle the samples every local epoch (seeded); an attacker cannot know the order")
-    lr: float = _h(0.01, "local learning rate")
-    optimizer: str = _h("sgd", "local optimizer: 'sgd'")
-    optimizer_kwargs: dict[str, Any] = _h(dict, "optimizer arguments: momentum, weight_decay", factory=True)
-    bn_mode: str = _h("train", "BatchNorm mode of local training: 'train' (batch statistics) or 'eval'")
-    update_bn_stats: bool = _h(True, "train mode: update the BN running statistics (and share their change)")
-    shards: int = _h(1, "devices with asynchronous BN: each step's batch is split into this many shards, each "
+    model: str = described("dlg_lenet", "architecture from privbox.nn.MODEL_REGISTRY")
+    model_kwargs: dict[str, Any] = described({}, "keyword arguments of the model builder")
+    num_classes: Optional[int] = described(10, "classifier outputs C; null (a given model only): its output width")
+    image_size: int = described(32, "square image side in pixels")
+    channels: int = described(3, "image channels (1 or 3 for the built-in data sources)")
+    data: DataSpec = field(default_factory=DataSpec, metadata={"help": "where the private images come from", "choices": None})
+    num_images: int = described(1, "local samples n the client trains on in a round")
+    batch_size: Optional[int] = described(None, "local minibatch size b; null: n (full batch)")
+    local_steps: Optional[int] = described(None, "K local steps; null: local_epochs·ceil(n/b)")
+    local_epochs: int = described(1, "local epochs E (used when local_steps is null)")
+    shuffle: bool = described(False, "shuffle the samples every local epoch (seeded); an attacker cannot know the order")
+    lr: float = described(0.01, "local learning rate")
+    optimizer: str = described("sgd", "local optimizer: 'sgd'")
+    optimizer_kwargs: dict[str, Any] = described({}, "optimizer arguments: momentum, weight_decay")
+    bn_mode: str = described("train", "BatchNorm mode of local training: 'train' (batch statistics) or 'eval'")
+    update_bn_stats: bool = described(True, "train mode: update the BN running statistics (and share their change)")
+    shards: int = described(1, "devices with asynchronous BN: each step's batch is split into this many shards, each "
                         "normalised with its own statistics, gradients averaged")
-    label_order: str = _h("as_is", "'as_is' or 'grouped' (stable sort by label before local training)")
-    dropout: Optional[bool] = _h(None, "null: leave dropout as built; false: switch it off; true: require it on")
-    mean: Optional[list[float]] = _h(None, "per-channel normalisation mean; null: 0 per channel")
-    std: Optional[list[float]] = _h(None, "per-channel normalisation std; null: 1 per channel")
-    share: str = _h("gradient", "'gradient' (FedSGD, or the pseudo-gradient of K steps) or 'delta' (FedAvg θ_K − θ0)")
-    include_labels: bool = _h(False, "send the labels (the 'labels known' threat model)")
-    include_bn_stats: bool = _h(False, "send each BN layer's batch statistics (the 'exact BN' threat model; one "
+    label_order: str = described("as_is", "'as_is' or 'grouped' (stable sort by label before local training)")
+    dropout: Optional[bool] = described(None, "null: leave dropout as built; false: switch it off; true: require it on")
+    mean: Optional[list[float]] = described(None, "per-channel normalisation mean; null: 0 per channel")
+    std: Optional[list[float]] = described(None, "per-channel normalisation std; null: 1 per channel")
+    share: str = described("gradient", "'gradient' (FedSGD, or the pseudo-gradient of K steps) or 'delta' (FedAvg θ_K − θ0)")
+    include_labels: bool = described(False, "send the labels (the 'labels known' threat model)")
+    include_bn_stats: bool = described(False, "send each BN layer's batch statistics (the 'exact BN' threat model; one "
                                        "full-batch gradient step only)")
-    include_global_state: bool = _h(True, "attach θ0 to the update (the attacker always has it in FL)")
-    defenses: list[DefenseSpec] = _h(list, "defenses in the order the client applies them", factory=True)
-    scheme: Optional[str] = _h(None, "a named client scheme (privbox.defenses.SCHEMES, compose with '+', e.g. 'RA+GH')")
-    seed: int = _h(0, "seed of the model weights, the data draw, dropout masks and defense noise")
+    include_global_state: bool = described(True, "attach θ0 to the update (the attacker always has it in FL)")
+    defenses: list[DefenseSpec] = described([], "defenses in the order the client applies them")
+    scheme: Optional[str] = described(None, "a named client scheme (privbox.defenses.SCHEMES, compose with '+', e.g. 'RA+GH')")
+    seed: int = described(0, "seed of the model weights, the data draw, dropout masks and defense noise")
 
     def __post_init__(self) -> None:
         if isinstance(self.data, dict):
@@ -204,6 +200,17 @@ class ClientSpec:
         if self.include_bn_stats and self.share == "delta":
             raise ConfigError("BN batch statistics are shared with a FedSGD gradient; a FedAvg delta shares the "
                               "running-statistic change instead", where="client.include_bn_stats", fix="set it to false")
+
+    @classmethod
+    def for_batch(cls, images: Any, **values: Any) -> "ClientSpec":
+        """A spec for a given batch of images (``[n, C, H, W]``): ``channels`` and ``num_images``
+        from its shape, ``model="custom"`` unless named (the caller passes the live model)."""
+        shape = np.shape(images)
+        values.setdefault("model", "custom")
+        for key in ("mean", "std"):
+            if values.get(key) is not None:
+                values[key] = [float(v) for v in values[key]]
+        return cls(channels=int(shape[1]) if len(shape) == 4 else 3, num_images=max(int(shape[0]), 1) if shape else 1, **values)
 
     # ----------------------------------------------------------------------- derived values
     def normalisation(self, channels: Optional[int] = None) -> tuple[list[float], list[float]]:

@@ -102,3 +102,14 @@ def test_dgc_as_the_local_optimiser_matches_paddles_dgc_momentum_loop():
     for name, value in reference.named_parameters():
         np.testing.assert_allclose(update.tensors[name], value.numpy() - theta0[name], atol=1e-6)
     assert any(d.startswith("DGC local optimiser") for d in update.meta.defenses)
+
+
+def test_requirements_are_checked_against_the_client_model():
+    from privbox.defenses import unsupported_reason
+    from privbox.nn import ConvNet, DLGLeNet
+
+    assert unsupported_reason("dp_sgd", DLGLeNet(num_classes=3, image_size=8)) is None
+    reason = unsupported_reason("dp_sgd", ConvNet(num_classes=3, width=4))
+    assert reason.startswith("dp_sgd: BatchNorm layers") and "bn_mode='eval'" in reason
+    assert unsupported_reason("dp_sgd", ConvNet(num_classes=3, width=4), bn_mode="eval") is None
+    assert unsupported_reason("top_k", ConvNet(num_classes=3, width=4)) is None

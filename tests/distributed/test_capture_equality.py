@@ -61,3 +61,20 @@ def test_per_shard_bn_capture_is_the_mean_of_half_batch_gradients(tmp_path):
         np.testing.assert_allclose(multi.tensors[name], expected, rtol=0, atol=1e-5, err_msg=name)
         differs = max(differs, float(np.abs(expected - single.tensors[name]).max()))
     assert differs > 1e-3  # per-shard BN really changes the gradient
+
+
+@pytest.mark.slow
+def test_fedavg_capture_with_synchronised_bn_equals_one_process(tmp_path):
+    """Two local SGD steps on minibatches of 4, each minibatch split over the 2 ranks."""
+    fedavg = [*BIG, "-o", "capture.kind=weight_delta", "-o", "capture.local_batch_size=4", "-o", "capture.local_lr=0.1",
+              "-o", "capture.share_bn_stats=false"]
+    single = ClientUpdate.load(capture(tmp_path / "one", fedavg))
+    result = launch(["capture", *BN_CAPTURE, *fedavg, "--out", tmp_path / "two", "--distributed"], tmp_path / "log")
+    assert result.returncode == 0, result.describe()
+    multi = ClientUpdate.load(tmp_path / "two" / "update.safetensors")
+    assert multi.kind == single.kind == "weight_delta" and multi.meta.local_steps == single.meta.local_steps == 2
+    for name, value in single.tensors.items():
+        assert np.abs(value).max() > 0
+        np.testing.assert_allclose(multi.tensors[name], value, rtol=0, atol=1e-5, err_msg=name)
+    for name, value in single.buffer_delta.items():
+        np.testing.assert_allclose(multi.buffer_delta[name], value, rtol=0, atol=1e-5, err_msg=name)

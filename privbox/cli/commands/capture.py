@@ -41,7 +41,7 @@ def client_spec_from_capture(cap) -> "ClientSpec":
     mean, std = cap.normalisation()
     delta = cap.kind == "weight_delta"
     return ClientSpec(
-        model=cap.model, model_kwargs=cap.resolved_model_kwargs(), num_classes=cap.num_classes,
+        model=cap.model, model_kwargs=dict(cap.model_kwargs), num_classes=cap.num_classes,
         image_size=cap.image_size, channels=cap.channels, num_images=cap.batch_size,
         batch_size=cap.local_batch_size if delta else None, local_epochs=cap.local_epochs if delta else 1,
         lr=cap.local_lr, bn_mode=cap.bn_mode, mean=mean, std=std, share="delta" if delta else "gradient",
@@ -72,13 +72,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         client = Client(spec, dataset=batch)
     except ConfigError as exc:
-        raise CliError(f"capture.model_kwargs {spec.model_kwargs} do not fit model {cap.model!r}: {exc}") from None
+        raise CliError(f"capture.model_kwargs {cap.model_kwargs} do not fit model {cap.model!r}: {exc}") from None
     mean, std = spec.normalisation()
     if getattr(args, "distributed", None):
         # Every rank builds the same model and batch and computes its shard; rank 0 writes.
         from ...distributed.cli import capture_job
 
-        update, secret, writer = capture_job(args, cap, client.model, batch, mean, std, spec.model_kwargs)
+        update, secret, writer = capture_job(args, cap, client, batch)
         if not writer:
             return 0
     else:

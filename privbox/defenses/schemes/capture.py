@@ -44,12 +44,10 @@ def _scheme_client(scheme: DefenseScheme, model: nn.Layer, images: np.ndarray, m
     from ...fl.client import Client
     from ...fl.spec import ClientSpec
 
-    channels = int(np.shape(images)[1]) if np.ndim(images) == 4 else 3
-    spec = ClientSpec(
-        model=model_id, model_kwargs=dict(model_kwargs or {}), num_classes=None, channels=channels,
-        num_images=max(int(np.shape(images)[0]), 1), mean=None if mean is None else [float(m) for m in mean],
-        std=None if std is None else [float(s) for s in std], bn_mode=bn_mode, share="gradient",
-        include_labels=share_labels, include_global_state=include_global_state, seed=0 if seed is None else int(seed),
+    spec = ClientSpec.for_batch(
+        images, model=model_id, model_kwargs=dict(model_kwargs or {}), num_classes=None, mean=mean, std=std,
+        bn_mode=bn_mode, share="gradient", include_labels=share_labels, include_global_state=include_global_state,
+        seed=0 if seed is None else int(seed),
     )
     return Client(spec, model=model, scheme=scheme)
 
