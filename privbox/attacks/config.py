@@ -113,6 +113,10 @@ class AttackConfig:
         self.adam_betas = tuple(float(b) for b in self.adam_betas)  # type: ignore[assignment]
         if len(self.adam_betas) != 2:
             raise ConfigError(f"adam_betas needs two values (beta1, beta2), got {list(self.adam_betas)}")
+        from ..core.config_checks import check_finite, check_unit_interval
+
+        check_finite(self, "attack")  # NaN passes every range check above; .inf is never a setting
+        check_unit_interval(list(self.adam_betas), "attack.adam_betas")
         ORCHESTRATORS.get(self.orchestrator).parse_options(self.orchestrator_params)  # validates the options now
         if self.fedavg is not None:
             from .fedavg.options import FedAvgOptions

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..core.update import _read_safetensors, _write_safetensors
+from ..core.validate import check_reconstruction_parts
 
 FORMAT_RECONSTRUCTION = "privbox.Reconstruction"
 
@@ -85,6 +86,7 @@ class Reconstruction:
     @classmethod
     def load(cls, path) -> "Reconstruction":
         tensors, header = _read_safetensors(path, FORMAT_RECONSTRUCTION)
+        check_reconstruction_parts(tensors, header, {f.name: f.type for f in fields(cls)}, str(path))
         return cls(
             images=tensors["images"],
             pixels=tensors["pixels"],

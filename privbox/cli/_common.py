@@ -7,8 +7,6 @@ from ..core.atomic import atomic_output
 import argparse
 import contextlib
 import hashlib
-import signal
-import threading
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
@@ -52,19 +50,12 @@ def set_device(device: str) -> str:
 
 @contextlib.contextmanager
 def sigterm_as_keyboard_interrupt() -> Iterator[None]:
-    """Within the block, SIGTERM raises :class:`KeyboardInterrupt` (as SIGINT does)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    """Within the block, SIGTERM raises :class:`KeyboardInterrupt` as SIGINT does
+    (:func:`privbox.core.interrupts.interruptible`; nested in the command-wide guard of ``main``)."""
+    from ..core.interrupts import interruptible
 
-    def handler(signum, frame):  # noqa: ARG001
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
+    with interruptible():
         yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def file_sha256(path: Path) -> str:

@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure and defend against gradient leakage in federated learning (PaddlePaddle).",
     )
     parser.add_argument("--version", action="version", version=f"privbox {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of an error (default: a one-line message, exit code 2)")
     parser.add_argument(
         "--threads", type=int, default=None, metavar="N",
         help="CPU threads for Paddle and NumPy's BLAS (default: 1 on small or busy machines; see docs/en/performance.md)",
@@ -41,19 +43,50 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the ``privbox`` command; returns the process exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere on the line, also after the subcommand
+    args = parser.parse_args([a for a in argv if a != "--debug"])
+    args.debug = debug
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    try:
-        from ..runtime import configure_threads
+    from ..core.errors import PrivboxError
+    from ..core.interrupts import interruptible
 
-        configure_threads(args.threads)
-        return int(args.func(args) or 0)
-    except (CliError, ValueError, FileNotFoundError) as exc:
-        print(f"privbox {args.command}: error: {exc}", file=sys.stderr)
+    try:
+        with interruptible():
+            _check_output_args(parser, args)
+            from ..runtime import configure_threads
+
+            configure_threads(args.threads)
+            return int(args.func(args) or 0)
+    except KeyboardInterrupt as exc:
+        if args.debug:
+            raise
+        print(f"privbox {args.command}: interrupted ({exc or 'Ctrl-C'}); nothing half-written was left", file=sys.stderr)
+        return 130
+    except (CliError, PrivboxError, ValueError, OSError) as exc:
+        if args.debug:
+            raise
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError) and exc.filename:
+            message = f"{exc.filename}: {exc.strerror or exc}. Check the path and its permissions"
+        print(f"privbox {args.command}: error: {message}", file=sys.stderr)
         return 2
 
+
+def _check_output_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Check ``--out`` before any work: a folder (metavar DIR or none) or a file (other metavars)."""
+    from ..core.validate import check_output_path
+
+    out = getattr(args, "out", None)
+    if not out:
+        return
+    kind = "dir"
+    for action in parser._subparsers._group_actions[0].choices[args.command]._actions:  # noqa: SLF001
+        if action.dest == "out" and action.metavar not in (None, "DIR"):
+            kind = "file"
+    check_output_path(out, kind)
 
 if __name__ == "__main__":  # pragma: no cover
     # Run through the package module so that ``CliError`` raised by the subcommands (imported

@@ -8,10 +8,13 @@ the result gets the usual permissions (``0o666`` minus the umask; ``mkstemp`` al
 from __future__ import annotations
 
 import contextlib
+import re
 import os
 import tempfile
 from pathlib import Path
 from typing import Iterator, Union
+
+from .interrupts import deferred
 
 
 def _default_mode() -> int:
@@ -29,13 +32,37 @@ def atomic_output(path: Union[str, os.PathLike], suffix: str = ".tmp") -> Iterat
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        # Critical sections (privbox.core.interrupts.deferred): a SIGTERM or Ctrl-C never falls
+        # between creating the temporary file and remembering it, nor inside the rename.
+        with deferred():
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+            os.close(fd)
         yield tmp
-        os.chmod(tmp, _default_mode())
-        os.replace(tmp, path)
+        with deferred():
+            os.chmod(tmp, _default_mode())
+            os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}(\.[A-Za-z0-9]+)$")
+
+
+def remove_stale_temporaries(folder: Union[str, os.PathLike]) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_output` left in ``folder`` (and below) when
+    its process was killed (SIGKILL cannot be handled); returns them. Only hidden names of the
+    form ``.<target>.<8 random characters><suffix>`` (what ``mkstemp`` makes here) are touched;
+    call it only on folders privbox writes, before the run that owns them continues."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for path in folder.rglob(".*"):
+        if path.is_file() and _TEMPORARY.match(path.name):
+            path.unlink()
+            removed.append(path)
+    return removed

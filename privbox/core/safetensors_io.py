@@ -141,12 +141,13 @@ def _read_all(path: Path, limits: Limits) -> bytes:
 
 # ------------------------------------------------------------------------------ parsing
 def _looks_like_pickle_or_zip(head: bytes) -> Optional[str]:
+    """What a non-safetensors file looks like (asked only after the safetensors parse failed)."""
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
-        return "a zip archive (e.g. a PyTorch checkpoint)"
+        return "a zip archive (a pickle or PyTorch checkpoint?)"
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
-        return "a pickle (e.g. a PyTorch or Paddle checkpoint)"
+        return "pickle data (a pickle or PyTorch checkpoint?)"
     if head[:3] in (b"(dp", b"(lp", b"}q\x00", b"]q\x00") or head.startswith((b"cnumpy", b"ccopy_reg", b"ccollections")):
-        return "a pickle"
+        return "pickle data (a pickle or PyTorch checkpoint?)"
     if head.startswith(b"\x93NUMPY"):
         return "a NumPy .npy file"
     return None
@@ -173,8 +174,7 @@ def parse_header(data: bytes, where: str = "<bytes>", limits: Limits = DEFAULT_L
     except UpdateFileError:
         kind = _looks_like_pickle_or_zip(data[:16])
         if kind:
-            raise UpdateFileError(f"the file looks like a pickle or PyTorch checkpoint ({kind}), not safetensors",
-                                  where=where, fix=_PICKLE_FIX) from None
+            raise UpdateFileError(f"the file is {kind}, not safetensors", where=where, fix=_PICKLE_FIX) from None
         raise
 
 
@@ -217,7 +217,7 @@ def _parse_header(data: bytes, where: str, limits: Limits) -> tuple[dict[str, di
         if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
             raise _bad(where, f"tensor {name!r} must have exactly the keys dtype, shape, data_offsets")
         dtype = entry["dtype"]
-        if dtype not in DTYPES:
+        if not isinstance(dtype, str) or dtype not in DTYPES:
             raise _bad(where, f"tensor {name!r} has dtype {dtype!r}; privbox reads {sorted(DTYPES)}")
         shape = entry["shape"]
         if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):

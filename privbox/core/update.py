@@ -18,6 +18,8 @@ from typing import Any, Iterable, Optional, Union
 import numpy as np
 
 from .safetensors_io import FORMAT_VERSION, read_privbox_file, write_privbox_file
+from .model_shapes import check_input_shape
+from .validate import check_meta_dict, check_secret_arrays, check_update_arrays
 from .._version import __version__
 
 FORMAT_UPDATE = "privbox.ClientUpdate"
@@ -57,24 +59,18 @@ class UpdateMeta:
     privbox_version: str = __version__
 
     def __post_init__(self) -> None:
-        if self.kind not in ("gradient", "weight_delta"):
-            raise ValueError(f"kind must be 'gradient' or 'weight_delta', got {self.kind!r}")
-        if self.bn_mode not in ("train", "eval"):
-            raise ValueError(f"bn_mode must be 'train' or 'eval', got {self.bn_mode!r}")
-        channels = int(self.input_shape[0])
-        if len(self.mean) != channels or len(self.std) != channels:
-            raise ValueError(
-                f"mean/std need one value per input channel ({channels}); got {len(self.mean)} and {len(self.std)}"
-            )
-        if any(s <= 0 for s in self.std):
-            raise ValueError(f"std values must be positive, got {self.std}")
+        check_meta_dict(asdict(self))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "UpdateMeta":
+    def from_dict(cls, data: dict[str, Any], where: str = "update metadata") -> "UpdateMeta":
+        if not isinstance(data, dict):
+            check_meta_dict(data, where)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise UpdateFileError(f"unknown metadata keys {unknown}; valid keys are {sorted(known)}")
+            raise UpdateFileError(f"unknown metadata keys {unknown}; valid keys are {sorted(known)}", where=where,
+                                  fix="re-create the update with this privbox version")
+        check_meta_dict(data, where)
         return cls(**data)
 
 
@@ -99,6 +95,14 @@ class ClientUpdate:
     buffer_delta: Optional[ArrayDict] = None
     bn_batch_stats: Optional[ArrayDict] = None
     labels: Optional[np.ndarray] = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self, where: str = "update") -> None:
+        """Check tensors (floating, finite, not enormous) and labels (integers, one per sample, in range)."""
+        check_update_arrays(self.tensors, self.labels, self.meta.num_classes, self.meta.num_samples, where,
+                            {"global": self.global_state, "buffer_delta": self.buffer_delta, "bn_stats": self.bn_batch_stats})
 
     # ------------------------------------------------------------------ views
     @property
@@ -152,6 +156,7 @@ class ClientUpdate:
                 + ". Build the model the client used, e.g. privbox.nn.build_model(update.meta.model_id, "
                 "num_classes=update.meta.num_classes, **update.meta.model_kwargs)."
             )
+        check_input_shape(model, self.meta.input_shape, where=f"model {self.meta.model_id!r} on input {self.meta.input_shape}")
         if "maxpool_kernel" in self.meta.model_kwargs:
             # A pooling kernel has no parameters, so names and shapes cannot reveal it (the RA
             # scheme of Label-based-Defense changes only this); check it explicitly.
@@ -187,7 +192,10 @@ class ClientUpdate:
     def load(cls, path: PathLike) -> "ClientUpdate":
         """Load and validate an update written by :meth:`save` (never unpickles)."""
         tensors, header = _read_safetensors(path, FORMAT_UPDATE)
-        meta = UpdateMeta.from_dict(header["meta"])
+        if "meta" not in header:
+            raise UpdateFileError("the file has no update metadata ('meta' key)", where=str(path),
+                                  fix="re-create it with privbox capture or ClientUpdate.save")
+        meta = UpdateMeta.from_dict(header["meta"], where=str(path))
         groups: dict[str, ArrayDict] = {"update": {}, "global": {}, "buffer_delta": {}, "bn_stats": {}}
         labels = None
         for key, value in tensors.items():
@@ -198,19 +206,22 @@ class ClientUpdate:
             if prefix not in groups or not name:
                 raise UpdateFileError(f"{path}: unexpected tensor key {key!r} in a ClientUpdate file")
             groups[prefix][name] = value
-        order = [k for k in header.get("order", []) if k in groups["update"]]
+        order = header.get("order", [])
+        if not isinstance(order, list):
+            raise UpdateFileError(f"'order' must be a list of tensor names, got {type(order).__name__}", where=str(path),
+                                  fix="re-create it with privbox capture or ClientUpdate.save")
+        order = [k for k in order if isinstance(k, str) and k in groups["update"]]
         ordered = {k: groups["update"][k] for k in order}
         ordered.update({k: v for k, v in groups["update"].items() if k not in ordered})
         if not ordered:
             raise UpdateFileError(f"{path}: the file holds no update tensors")
-        return cls(
-            tensors=ordered,
-            meta=meta,
-            global_state=groups["global"] or None,
-            buffer_delta=groups["buffer_delta"] or None,
-            bn_batch_stats=groups["bn_stats"] or None,
-            labels=labels,
-        )
+        update = cls.__new__(cls)
+        update.tensors, update.meta, update.labels = ordered, meta, labels
+        update.global_state = groups["global"] or None
+        update.buffer_delta = groups["buffer_delta"] or None
+        update.bn_batch_stats = groups["bn_stats"] or None
+        update.validate(str(path))
+        return update
 
 
 @dataclass
@@ -226,11 +237,8 @@ class Secret:
 
     def __post_init__(self) -> None:
         self.images = np.asarray(self.images, dtype=np.float32)
-        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
-        if self.images.ndim != 4:
-            raise ValueError(f"Secret images must be [B, C, H, W], got shape {self.images.shape}")
-        if self.images.shape[0] != self.labels.shape[0]:
-            raise ValueError(f"{self.images.shape[0]} images but {self.labels.shape[0]} labels")
+        check_secret_arrays(self.images, self.labels)
+        self.labels = np.asarray(self.labels).astype(np.int64).reshape(-1)
 
     def save(self, path: PathLike) -> Path:
         """Write the secret to its own ``.safetensors`` file atomically."""
@@ -240,8 +248,14 @@ class Secret:
     def load(cls, path: PathLike) -> "Secret":
         tensors, header = _read_safetensors(path, FORMAT_SECRET)
         if set(tensors) != {"images", "labels"}:
-            raise UpdateFileError(f"{path}: a Secret file holds 'images' and 'labels', found {sorted(tensors)}")
-        return cls(images=tensors["images"], labels=tensors["labels"], names=list(header.get("names", [])))
+            raise UpdateFileError(f"a Secret file holds 'images' and 'labels', found {sorted(tensors)}", where=str(path),
+                                  fix="pass the secret.safetensors written by privbox capture")
+        names = header.get("names", [])
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise UpdateFileError("'names' must be a list of strings", where=str(path),
+                                  fix="pass the secret.safetensors written by privbox capture")
+        check_secret_arrays(tensors["images"], tensors["labels"], where=str(path))
+        return cls(images=tensors["images"], labels=tensors["labels"], names=names)
 
 
 # ---------------------------------------------------------------------- threat model

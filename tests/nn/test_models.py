@@ -172,7 +172,9 @@ def test_build_model_unknown_name():
 
 
 def test_build_model_bad_kwargs():
-    with pytest.raises(TypeError):
+    from privbox.core.errors import ModelMismatchError
+
+    with pytest.raises(ModelMismatchError, match=r"does not take \['depth'\]"):
         build_model("dlg_lenet", depth=3)
 
 

@@ -52,3 +52,22 @@ def repad_low_byte(path: Path, low_byte: int = 0x80) -> int:
     path.write_bytes(new)
     assert new[0] == low_byte
     return target
+
+
+def tamper(src: Path, dst: Path, header_edit=None, tensor_edit=None) -> Path:
+    """Copy the privbox file ``src`` to ``dst`` through the safetensors library, letting
+    ``header_edit(header)`` change the privbox JSON header (return the new one) and
+    ``tensor_edit(tensors)`` change the tensors in place."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    with safe_open(str(src), framework="np") as handle:
+        metadata = dict(handle.metadata())
+    tensors = {k: v.copy() for k, v in load_file(str(src)).items()}
+    if header_edit is not None:
+        header = json.loads(metadata["privbox"])
+        metadata["privbox"] = json.dumps(header_edit(header))
+    if tensor_edit is not None:
+        tensor_edit(tensors)
+    save_file(tensors, str(dst), metadata=metadata)
+    return dst

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from ...core.interrupts import check_interrupted
 from .._common import (
     Interrupted,
     add_config_args,
@@ -98,6 +99,22 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
 
 
+def read_run_record(run_file: Path) -> dict[str, Any]:
+    """The JSON object of ``run.json``; garbage raises :class:`~privbox.core.errors.CheckpointError`."""
+    from ...core.errors import CheckpointError
+
+    fix = f"delete {run_file} (and its folder's checkpoints) to start afresh, or choose a new --out"
+    try:
+        record = json.loads(run_file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"the run record is not valid JSON ({exc})", where=str(run_file), fix=fix) from None
+    if not isinstance(record, dict) or not isinstance(record.get("attack_config", {}), dict) \
+            or record.get("status") not in ("running", "interrupted", "failed", "complete"):
+        raise CheckpointError("the run record is not one privbox wrote (no object with a known status)",
+                              where=str(run_file), fix=fix)
+    return record
+
+
 def run_attack_to_dir(
     config,
     run,
@@ -155,12 +172,14 @@ def run_attack_to_dir(
         return attack.run(model, update, callback=lambda info: None, checkpoint_dir=str(out / "checkpoints"),
                           checkpoint_every=checkpoint_every, resume=resume)
     if run_file.exists():
-        previous = json.loads(run_file.read_text(encoding="utf-8"))
-        if not resume:
+        previous = read_run_record(run_file)
+        if not resume and previous.get("status") != "failed":
             raise CliError(
                 f"{out} already holds an attack run ({RUN_FILE}, status {previous.get('status')!r}); pass --resume "
                 "to continue it, or choose a new --out"
             )
+        if not resume:
+            log(f"privbox {command}: the previous run in {out} failed; starting afresh")
         if previous.get("update_sha256") != update_sha:
             raise CliError(
                 f"cannot resume: --update {update_path} is not the update the run in {out} attacked "
@@ -174,6 +193,10 @@ def run_attack_to_dir(
             )
     elif resume:
         raise CliError(f"nothing to resume in {out} (no {RUN_FILE}); run without --resume to start")
+    if run_file.exists():
+        from ...core.atomic import remove_stale_temporaries
+
+        remove_stale_temporaries(out)  # what a SIGKILLed run left mid-write
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_file, {**record, "status": "running", "started": time.strftime("%Y-%m-%d %H:%M:%S")})
 
@@ -186,6 +209,7 @@ def run_attack_to_dir(
         save_image_grid(snapshots / f"{prefix}iter_{info.iteration:06d}.png", info.pixels,
                         title=f"{config.name}: iteration {info.iteration}, gradient loss {info.loss:.3g}")
         last.update(iteration=info.iteration, restart=info.restart, phase=info.phase)
+        check_interrupted()
         if interrupt_after is not None and info.iteration >= interrupt_after:
             raise KeyboardInterrupt("--_interrupt-after")
 
@@ -200,6 +224,30 @@ def run_attack_to_dir(
                 model, update, callback=callback, checkpoint_dir=str(out / "checkpoints"),
                 checkpoint_every=checkpoint_every, resume=resume,
             )
+            recon.save(out / "reconstruction.safetensors")
+            save_image_grid(out / "reconstruction.png", recon.pixels,
+                            title=f"{config.name}: best iterate {recon.best_iteration}, gradient loss {recon.best_loss:.3g}",
+                            captions=[f"y={int(y)}" for y in recon.labels])
+            if recon.loss_trace:
+                save_loss_curves(out / "loss.png", {config.name: recon.loss_trace}, title=f"{config.name}: gradient loss")
+            import paddle
+
+            report = {
+                **recon.summary(),
+                "config": config.to_dict(),
+                "update": {"path": str(update_path), "sha256": update_sha, "meta": update.meta.__dict__},
+                "threat_model": attack.required_capabilities(update),
+                "engine": attack.engine_name(update),
+                "orchestrator": config.orchestrator,
+                "resumed": bool(resume),
+                "environment": {"privbox": __version__, "paddle": paddle.__version__, "device": device,
+                                "machine": platform.machine()},
+                "outputs": ["reconstruction.safetensors", "reconstruction.png", "loss.png", "attack.json"],
+                **(extra_record or {}),
+            }
+            write_json_atomic(out / "attack.json", report)
+            check_interrupted()  # a stop whose KeyboardInterrupt Python swallowed still stops the run
+            write_json_atomic(run_file, {**record, "status": "complete"})
     except KeyboardInterrupt:
         write_json_atomic(run_file, {**record, "status": "interrupted", "last_snapshot": last})
         where = f"{last['phase']}, seed {last['restart']}" if last.get("phase") else f"restart {last['restart']}"
@@ -208,28 +256,7 @@ def run_attack_to_dir(
             f"every {checkpoint_every} iterations are in {out / 'checkpoints'}. Rerun the same command with "
             "--resume to continue to the same result."
         ) from None
-
-    recon.save(out / "reconstruction.safetensors")
-    save_image_grid(out / "reconstruction.png", recon.pixels,
-                    title=f"{config.name}: best iterate {recon.best_iteration}, gradient loss {recon.best_loss:.3g}",
-                    captions=[f"y={int(y)}" for y in recon.labels])
-    if recon.loss_trace:
-        save_loss_curves(out / "loss.png", {config.name: recon.loss_trace}, title=f"{config.name}: gradient loss")
-    import paddle
-
-    report = {
-        **recon.summary(),
-        "config": config.to_dict(),
-        "update": {"path": str(update_path), "sha256": update_sha, "meta": update.meta.__dict__},
-        "threat_model": attack.required_capabilities(update),
-        "engine": attack.engine_name(update),
-        "orchestrator": config.orchestrator,
-        "resumed": bool(resume),
-        "environment": {"privbox": __version__, "paddle": paddle.__version__, "device": device,
-                        "machine": platform.machine()},
-        "outputs": ["reconstruction.safetensors", "reconstruction.png", "loss.png", "attack.json"],
-        **(extra_record or {}),
-    }
-    write_json_atomic(out / "attack.json", report)
-    write_json_atomic(run_file, {**record, "status": "complete"})
+    except BaseException as exc:
+        write_json_atomic(run_file, {**record, "status": "failed", "error": " ".join(str(exc).split())[:500]})
+        raise
     return recon

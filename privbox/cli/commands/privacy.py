@@ -45,6 +45,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``privbox privacy``; returns the exit code."""
+    from privbox.core.errors import InputError
     from privbox.defenses.accountant import get_noise_multiplier, get_privacy_spent
 
     q = args.sample_rate
@@ -52,11 +53,17 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--sample-rate must be in (0, 1] (batch size / dataset size), got {q}")
     if not 0.0 < args.delta < 1.0:
         raise ValueError(f"--delta must be in (0, 1), e.g. 1e-5, got {args.delta}")
-    if args.steps is not None and args.steps < 0:
-        raise ValueError(f"--steps must be >= 0, got {args.steps}")
+    if args.steps is not None and args.steps < 1:
+        raise InputError(f"must be >= 1, got {args.steps}", where="--steps",
+                         fix="zero steps spend no privacy budget; give the number of DP-SGD steps taken")
     if args.epochs is not None and not (args.epochs > 0 and math.isfinite(args.epochs)):
-        raise ValueError(f"--epochs must be > 0, got {args.epochs}")
+        raise InputError(f"must be > 0, got {args.epochs}", where="--epochs", fix="give a positive number of epochs")
     steps = args.steps if args.steps is not None else int(args.epochs / q)
+    if steps < 1:
+        raise InputError(f"{args.epochs} epochs at sample rate {q:g} are {args.epochs / q:.3g} steps, fewer than one",
+                         where="--epochs", fix="give more epochs, or --steps")
+    if not (args.tolerance > 0 and math.isfinite(args.tolerance)):
+        raise InputError(f"must be a positive number, got {args.tolerance}", where="--tolerance", fix="e.g. 0.01")
 
     if args.target_epsilon is not None:
         if not args.target_epsilon > 0:
