@@ -270,7 +270,7 @@ PathLike = Union[str, Path]
 
 def load_fl_config(path: Optional[PathLike] = None, overrides: Sequence[str] = ()) -> FLConfig:
     """Read a YAML file (or packaged config name, default ``fl``) and apply ``section.key=value`` overrides."""
-    from ..config import _read_yaml  # the one safe YAML reader of privbox
+    from ..config.dialect import read_yaml as _read_yaml  # the one safe YAML reader of privbox
     from ..config import parse_override, resolve_config_path
 
     resolved = resolve_config_path(path if path is not None else "fl")
