@@ -29,6 +29,7 @@ setup(
     extras_require={
         "cpu": ["paddlepaddle>=3.0"],
         "tune": ["optuna>=3.0"],
+        "flower": ["flwr[simulation]>=1.22"],
         "test": ["pytest>=7", "hypothesis>=6.0"],
     },
     entry_points={"console_scripts": ["privbox=privbox.cli.main:main"]},

@@ -26,9 +26,10 @@ from ..core.images import denormalize
 from ..nn import functional as PF
 from ..nn.convert import make_twice_differentiable, trainable_parameters
 from ..nn.functional_model import parameter_gradients
-from ..core.update import ClientUpdate, MissingCapabilityError
+from ..core.update import ClientUpdate
 from ..distributed.collective import active as active_collective
 from .config import AttackConfig
+from .label_strategy import strategy_labels
 from .lbfgs import NumpyLBFGS
 from .objectives import OBJECTIVES
 from .reconstruction import Reconstruction
@@ -37,9 +38,8 @@ from .schedules import SCHEDULES
 from .state import TrialState, config_fingerprint
 from ..core.registry import Range
 from .registries import ENGINES
-from .steps import Adam, flatten, unflatten
-
-_Adam = Adam  # the name privbox.attacks.fedavg imports
+from .steps import Adam, flatten, initial_images, take_step
+from .steps import Adam as _Adam  # noqa: F401 - the name privbox.attacks.fedavg imports
 
 
 @dataclass
@@ -273,40 +273,11 @@ class GradientInversion:
         return self._labels(update)
 
     def _labels(self, update: ClientUpdate) -> tuple[Optional[np.ndarray], str, str]:
-        """Return (labels or None for joint optimisation, how they were obtained, order)."""
-        cfg = self.config
-        if cfg.label_strategy == "joint":
-            # Dummy sample j is not tied to the client's sample j: the order is the attacker's.
-            return None, "joint", "unordered"
-        if cfg.label_strategy == "given":
-            return np.asarray(update.labels, dtype=np.int64), "given", "sample"
-        from ..labels import recover_labels
-
-        method = cfg.label_method
-        if method == "auto":
-            method = "idlg" if self.num_images(update) == 1 else "llg"
-        options = {}
-        if method == "ilrg":
-            raise MissingCapabilityError("iLRG needs the classifier weights; recover labels with privbox.labels.ilrg and pass labels=")
-        try:
-            result = recover_labels(method, update.gradients(), self.num_images(update), update.num_classes, **options)
-        except ValueError as exc:
-            raise MissingCapabilityError(f"label recovery with {method!r} failed: {exc}") from exc
-        if result.labels.shape[0] != self.num_images(update):
-            raise MissingCapabilityError(
-                f"label method {method!r} returned {result.labels.shape[0]} labels for a batch of "
-                f"{self.num_images(update)}; use a counting method such as 'llg', 'e2egi' or 'ilrg'"
-            )
-        return result.labels, method, "unordered"
+        return strategy_labels(self.config, update, self.num_images(update))
 
     # ----------------------------------------------------------------------- trial
     def _initial_images(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-        init = self.config.init
-        if init == "randn":
-            return rng.standard_normal(shape).astype(np.float32)
-        if init == "rand":
-            return rng.random(shape).astype(np.float32)
-        return np.zeros(shape, dtype=np.float32)
+        return initial_images(self.config.init, rng, shape)
 
     @staticmethod
     def box_bounds(update: ClientUpdate) -> tuple[np.ndarray, np.ndarray]:
@@ -354,7 +325,7 @@ class GradientInversion:
         if init_images is not None:
             x0 = np.asarray(init_images, dtype=np.float32).reshape(shape)
         else:
-            x0 = self._initial_images(rng, shape)
+            x0 = initial_images(self.config.init, rng, shape)
         y0 = None if labels is not None else rng.standard_normal((shape[0], meta.num_classes)).astype(np.float32)
         # Every rank draws the global batch from the same seed and keeps its own shard.
         collective = active_collective()
@@ -425,7 +396,7 @@ class GradientInversion:
             while state.iteration < cfg.iterations:
                 t = state.iteration
                 lr = lr_at(t)
-                value, finite = self._step(optimizer, losses, track, variables, lr, t)
+                value, finite = take_step(optimizer, losses, track, variables, lr, t)
                 if not finite:
                     state.nan_restores += 1
                     state.lr_scale *= cfg.nan_lr_decay
@@ -500,35 +471,6 @@ class GradientInversion:
             tv = mean(np.abs(np.diff(best, axis=3))) + mean(np.abs(np.diff(best, axis=2)))
             self._tv_key, self._tv_value = key, float(tv)
         return self._tv_value < threshold
-
-    def _step(self, optimizer, losses, track, variables, lr: float, t: int) -> tuple[float, bool]:
-        """One iteration of the configured step rule; returns (gradient loss, all finite)."""
-        if isinstance(optimizer, Adam):
-            total, distance = losses()
-            value = float(distance)
-            if not (math.isfinite(value) and math.isfinite(float(total))):
-                return value, False
-            track(value, t)
-            optimizer.step(paddle.grad(total, variables), lr)
-            return value, True
-        seen: list[float] = []
-        optimizer.lr = lr
-
-        def closure(flat: np.ndarray) -> tuple[float, np.ndarray]:
-            unflatten(flat, variables)
-            total, distance = losses()
-            value = float(distance)
-            seen.append(value)
-            if not math.isfinite(float(total)):
-                return math.nan, np.zeros_like(flat)
-            track(value, t)
-            return float(total), flatten(paddle.grad(total, variables))
-
-        optimizer.step(closure)
-        unflatten(optimizer.x, variables)
-        finite = active_collective().all_true(bool(np.isfinite(optimizer.x).all()))
-        value = seen[0] if seen else math.nan
-        return value, finite and all(math.isfinite(v) for v in seen)
 
 
 def _observed_targets(named: list[tuple[str, paddle.Tensor]], update: ClientUpdate) -> list[paddle.Tensor]:

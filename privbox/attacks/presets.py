@@ -10,8 +10,9 @@ orchestrator run it and what it requires from the update; the config it returns 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
+from ..core.registry_view import RegistryView
 from .config import AttackConfig, ConfigError
 from .registries import ATTACKS
 
@@ -81,22 +82,8 @@ def idlg(**overrides: Any) -> AttackConfig:
     return dlg(name="idlg", label_strategy="recover", label_method="auto").replace(**overrides)
 
 
-class _PresetView(Mapping):
-    """``{name: preset function}``, a live read-only view of :data:`ATTACKS`."""
-
-    def __getitem__(self, name: str) -> PresetFn:
-        if name not in ATTACKS:
-            raise KeyError(name)
-        return ATTACKS.get(name)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(ATTACKS.names())
-
-    def __len__(self) -> int:
-        return len(ATTACKS)
-
-
-PRESETS: Mapping[str, PresetFn] = _PresetView()
+#: ``{name: preset function}``, a live read-only view of :data:`ATTACKS`.
+PRESETS: Mapping[str, PresetFn] = RegistryView(ATTACKS)
 
 
 def get_preset(name: str, **overrides: Any) -> AttackConfig:

@@ -3,12 +3,15 @@ signed variant) and the flat-vector bridge to the NumPy L-BFGS (:mod:`privbox.at
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Callable
 
 import numpy as np
 import paddle
 
-__all__ = ["Adam", "flatten", "unflatten"]
+from ..distributed.collective import active as active_collective
+
+__all__ = ["Adam", "flatten", "unflatten", "take_step", "initial_images"]
 
 
 class Adam:
@@ -52,3 +55,47 @@ def unflatten(flat: np.ndarray, variables: list[paddle.Tensor]) -> None:
         size = int(np.prod(var.shape))
         var.set_value(flat[offset : offset + size].reshape(var.shape).astype(np.float32))
         offset += size
+
+
+def take_step(optimizer: Any, losses: Callable, track: Callable, variables: list[paddle.Tensor], lr: float, t: int) -> tuple[float, bool]:
+    """One iteration of ``optimizer``'s step rule; returns (gradient loss, all finite).
+
+    ``losses()`` gives (total, distance) at the current variables; ``track(distance, t)`` records
+    the best iterate. Adam takes one step on the total's gradient; L-BFGS runs its inner
+    iterations through a closure on the flattened variables.
+    """
+    if isinstance(optimizer, Adam):
+        total, distance = losses()
+        value = float(distance)
+        if not (math.isfinite(value) and math.isfinite(float(total))):
+            return value, False
+        track(value, t)
+        optimizer.step(paddle.grad(total, variables), lr)
+        return value, True
+    seen: list[float] = []
+    optimizer.lr = lr
+
+    def closure(flat: np.ndarray) -> tuple[float, np.ndarray]:
+        unflatten(flat, variables)
+        total, distance = losses()
+        value = float(distance)
+        seen.append(value)
+        if not math.isfinite(float(total)):
+            return math.nan, np.zeros_like(flat)
+        track(value, t)
+        return float(total), flatten(paddle.grad(total, variables))
+
+    optimizer.step(closure)
+    unflatten(optimizer.x, variables)
+    finite = bool(np.isfinite(optimizer.x).all())
+    value = seen[0] if seen else math.nan
+    return value, finite and all(math.isfinite(v) for v in seen)
+
+
+def initial_images(init: str, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """The first iterate: ``"randn"`` N(0, I), ``"rand"`` U(0, 1) or ``"zeros"`` (float32)."""
+    if init == "randn":
+        return rng.standard_normal(shape).astype(np.float32)
+    if init == "rand":
+        return rng.random(shape).astype(np.float32)
+    return np.zeros(shape, dtype=np.float32)

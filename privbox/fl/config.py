@@ -100,7 +100,8 @@ class DefenseSection:
 class AuditSection:
     """The leakage filter: which attack, how RDLV is scored, when it runs and what it drops."""
 
-    attack: Any = h(lambda: {"preset": "nvidia_fl", "iterations": 300, "progress": False, "extra": {"mode": "reference"}},
+    attack: Any = h(lambda: {"preset": "nvidia_fl", "iterations": 300, "progress": False,
+                                  "extra": {"mode": "reference", "bn_model": "global"}},
                     "attack spec for privbox.attacks.build_attack: a preset name or a mapping {preset, field: value}", factory=True)
     frequency: int = h(2, "audit every `frequency` rounds ...")
     start_round: int = h(0, "... from this round on (round % frequency == 0 and round >= start_round)")
@@ -275,6 +276,12 @@ def load_fl_config(path: Optional[PathLike] = None, overrides: Sequence[str] = (
     resolved = resolve_config_path(path if path is not None else "fl")
     data = copy.deepcopy(_read_yaml(resolved))
     for text in overrides:
+        head, sep, raw = text.partition("=")
+        if sep and head.strip() in ("clients", "client"):  # a whole table or section: clients=[{...}, ...]
+            from ..config import parse_yaml_value
+
+            data[head.strip()] = parse_yaml_value(raw)
+            continue
         keys, value = parse_override(text)
         if keys[0] not in _TOP:
             raise ConfigError(f"unknown section {keys[0]!r}", where=f"-o {text}", fix=f"valid sections are {', '.join(_TOP)}")

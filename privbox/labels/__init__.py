@@ -20,7 +20,7 @@ from .classifier import (
     last_layer_gradients,
 )
 from .compare import DEFAULT_COMPARISON, compare_label_methods, label_table_to_markdown
-from .methods import LABEL_METHODS, e2egi, idlg, ilrg, llg, llg_impact, recover_labels, yin
+from .methods import LABEL_METHODS, LABEL_REGISTRY, e2egi, idlg, ilrg, llg, llg_impact, recover_labels, yin
 from .result import LabelRecovery, format_multiset
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "GradientInput",
     "LabelRecovery",
     "LABEL_METHODS",
+    "LABEL_REGISTRY",
     "DEFAULT_COMPARISON",
     "find_classifier",
     "gradient_from_delta",

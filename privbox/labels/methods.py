@@ -21,6 +21,9 @@ from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 import numpy as np
 
+from ..core.errors import ConfigError
+from ..core.registry import Registry
+from ..core.registry_view import RegistryView
 from .classifier import ArrayLike, GradientInput, last_layer_gradients, to_numpy
 from .result import LabelRecovery
 
@@ -458,14 +461,17 @@ def ilrg(
 # Registry
 # --------------------------------------------------------------------------------------------
 
-LABEL_METHODS: Dict[str, Callable[..., LabelRecovery]] = {
-    "idlg": idlg,
-    "yin": yin,
-    "llg": llg,
-    "e2egi": e2egi,
-    "ilrg": ilrg,
-}
-"""Label-recovery methods by name; each is called as ``fn(grads, batch_size, num_classes, **options)``."""
+#: Label-recovery methods by name; each is called as ``fn(grads, batch_size, num_classes, **options)``.
+LABEL_REGISTRY: Registry[Callable[..., LabelRecovery]] = Registry("label-recovery method")
+LABEL_REGISTRY.add("idlg", idlg, description="iDLG sign rule on the last layer's gradient, B = 1 (Zhao et al. 2020)")
+LABEL_REGISTRY.add("yin", yin, description="Yin et al.'s row minima of the FC weight gradient, distinct labels (CVPR 2021)")
+LABEL_REGISTRY.add("llg", llg, description="LLG set-and-fill from column sums with impact shift, repeated labels (Wainakh et al. 2022)")
+LABEL_REGISTRY.add("e2egi", e2egi, description="E2EGI's counting heuristic from the FC bias/weight gradient (Li et al.)")
+LABEL_REGISTRY.add("ilrg", ilrg, description="iLRG: label counts by least squares on the classifier's gradients and weights (Ma et al. 2023)",
+                   requires=("has_global_state",))
+
+#: ``{name: method}``, a live read-only view of :data:`LABEL_REGISTRY`.
+LABEL_METHODS = RegistryView(LABEL_REGISTRY)
 
 
 def recover_labels(
@@ -480,8 +486,6 @@ def recover_labels(
     ``options`` are passed through, e.g. ``fc_weight=..., fc_bias=...`` for ``"ilrg"``,
     ``kappa="present"`` for ``"llg"`` or ``extended=True`` for ``"idlg"``.
     """
-    try:
-        fn = LABEL_METHODS[method]
-    except KeyError:
-        raise ValueError(f"unknown label-recovery method {method!r}; choose one of {sorted(LABEL_METHODS)}") from None
-    return fn(grads, batch_size, num_classes, **options)
+    if method not in LABEL_REGISTRY:
+        raise ConfigError(f"unknown label-recovery method {method!r}; choose one of {LABEL_REGISTRY.names()}")
+    return LABEL_REGISTRY.get(method)(grads, batch_size, num_classes, **options)

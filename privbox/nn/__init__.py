@@ -15,7 +15,7 @@ from .convert import (
     trainable_parameters,
 )
 from .fast_conv import conv_backend, get_conv_backend, set_conv_backend
-from .models import MODEL_REGISTRY, ConvNet, DLGLeNet, ResNet, build_model, resnet18, resnet50, vgg11
+from .models import MODEL_REGISTRY, MODELS, ConvNet, DLGLeNet, ResNet, build_model, resnet18, resnet50, vgg11
 
 __all__ = [
     "functional",
@@ -30,6 +30,7 @@ __all__ = [
     "reshape_flatten",
     "trainable_parameters",
     "MODEL_REGISTRY",
+    "MODELS",
     "ConvNet",
     "DLGLeNet",
     "ResNet",

@@ -24,6 +24,8 @@ from paddle.vision.models.resnet import BasicBlock, BottleneckBlock
 from . import functional as PF
 from .convert import make_twice_differentiable
 from .layers import BatchNorm2D, MaxPool2D
+from ..core.registry import Registry
+from ..core.registry_view import RegistryView
 
 
 class DLGLeNet(nn.Layer):
@@ -172,19 +174,19 @@ def vgg11(num_classes: int = 10, batch_norm: bool = False) -> nn.Layer:
     return make_twice_differentiable(_paddle_vgg11(num_classes=num_classes, batch_norm=batch_norm))
 
 
-MODEL_REGISTRY: dict[str, Callable[..., nn.Layer]] = {
-    "dlg_lenet": DLGLeNet,
-    "convnet": ConvNet,
-    "resnet18": resnet18,
-    "resnet50": resnet50,
-    "vgg11": vgg11,
-}
+MODELS: Registry[Callable[..., nn.Layer]] = Registry("model")
+MODELS.add("dlg_lenet", DLGLeNet, description="the DLG paper's LeNet with sigmoid activations (Zhu et al. 2019)")
+MODELS.add("convnet", ConvNet, description="inversefed's ConvNet with BatchNorm, width-scalable (Geiping et al. 2020)")
+MODELS.add("resnet18", resnet18, description="ResNet-18 (CIFAR or ImageNet stem, configurable max-pool kernel)")
+MODELS.add("resnet50", resnet50, description="ResNet-50 (CIFAR or ImageNet stem)")
+MODELS.add("vgg11", vgg11, description="Paddle's VGG-11, optionally with BatchNorm (about 130M parameters)")
+
+#: ``{name: builder}``, a live read-only view of :data:`MODELS`.
+MODEL_REGISTRY = RegistryView(MODELS)
 
 
 def build_model(name: str, num_classes: int = 10, **kwargs) -> nn.Layer:
     """Build a reference model by name (see ``MODEL_REGISTRY``), seeded by ``paddle.seed`` beforehand."""
-    if name not in MODEL_REGISTRY:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODEL_REGISTRY)}")
     from ..core.model_shapes import build_checked
 
-    return build_checked(MODEL_REGISTRY[name], dict(kwargs, num_classes=num_classes), where=f"model {name!r} arguments")
+    return build_checked(MODELS.get(name), dict(kwargs, num_classes=num_classes), where=f"model {name!r} arguments")

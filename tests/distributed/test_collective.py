@@ -64,15 +64,27 @@ def test_each_mode_refuses_attacks_it_cannot_split():
         seeds.check_attack(build_attack({"preset": "e2egi", "orchestrator": "mlco"}), None)
 
 
-def test_converted_bn_is_paddles_bn_in_one_process():
+def test_converted_bn_equals_paddles_bn_in_one_process():
+    """The composed (sum-based) train-mode BN against Paddle's fused batch_norm: outputs, input
+    gradients and running statistics."""
     paddle.seed(0)
-    model = build_model("convnet", num_classes=3, width=4)
-    model.train()
-    x = paddle.to_tensor(np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype("float32"))
-    before = model(x).numpy()
-    assert convert_sync_batchnorm(model) == 4
-    assert all(type(layer) is SyncBatchNorm2D for layer in model.sublayers() if "BatchNorm" in type(layer).__name__)
-    np.testing.assert_allclose(model(x).numpy(), before, rtol=0, atol=1e-6)
+    native = build_model("convnet", num_classes=3, width=4)
+    composed = build_model("convnet", num_classes=3, width=4)
+    composed.set_state_dict(native.state_dict())
+    assert convert_sync_batchnorm(composed) == 4
+    assert all(type(layer) is SyncBatchNorm2D for layer in composed.sublayers() if "BatchNorm" in type(layer).__name__)
+    data = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype("float32") * 2 + 1
+    results = []
+    for model in (native, composed):
+        model.train()
+        x = paddle.to_tensor(data, stop_gradient=False)
+        out = model(x)
+        (grad,) = paddle.grad((out * out).sum(), [x])
+        results.append((out.numpy(), grad.numpy(), {k: v.numpy() for k, v in model.state_dict().items()}))
+    np.testing.assert_allclose(results[1][0], results[0][0], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(results[1][1], results[0][1], rtol=0, atol=1e-4)
+    for key, value in results[0][2].items():
+        np.testing.assert_allclose(results[1][2][key], value, rtol=0, atol=1e-5, err_msg=key)
 
 
 def test_the_watchdog_stops_a_rank_stuck_in_a_collective():

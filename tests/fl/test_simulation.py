@@ -134,3 +134,25 @@ def test_bad_input_gets_clear_errors(tiny, tmp_path):
                                                 "progress": False}, "start_round": 0})
     with pytest.raises(MissingCapabilityError):
         run_simulation(FLConfig.from_dict(needs_labels), tmp_path / "labels")
+
+
+def test_dp_sgd_client_is_charged_per_round_and_stops_at_its_budget(tiny, tmp_path, caplog):
+    import logging
+
+    from privbox.defenses.accountant import get_privacy_spent
+
+    dp = {"name": "dp_sgd", "params": {"noise_multiplier": 1.0, "max_grad_norm": 1.0, "sample_rate": 0.5}}
+    tiny["client"] = {"model": "dlg_lenet", "lr": 0.1}   # DP-SGD's per-sample gradients need a model without BN
+    tiny["clients"] = [{"name": "site-dp", "num_images": 4, "batch_size": 2, "defenses": [dp]},
+                       {"name": "plain", "num_images": 4, "batch_size": 4}]
+    tiny["fl"]["rounds"] = 3
+    one, two = (get_privacy_spent(0.5, 1.0, k, 1e-5)[0] for k in (2, 4))
+    tiny["ledger"] = {"delta": 1e-5, "epsilon_budget": (one + two) / 2}
+    with caplog.at_level(logging.WARNING, logger="privbox.fl"):
+        result = run_simulation(FLConfig.from_dict(tiny), tmp_path / "dp")
+    assert [r["epsilon"] for r in result.ledger] == pytest.approx([one])
+    assert result.history[0]["participants"] == ["site-dp", "plain"]
+    assert result.history[1]["skipped"] == ["site-dp"] and result.history[2]["participants"] == ["plain"]
+    assert "client site-dp stops participating at round 1" in caplog.text
+    table = (tmp_path / "dp" / "summary.md").read_text()
+    assert f"{one:.3f}" in table

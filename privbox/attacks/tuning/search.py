@@ -1,29 +1,5 @@
-"""Hyper-parameter search on a *simulation* update (ALGORITHMS.md §4.8, after E2EGI).
-
-The attacker cannot score a reconstruction of the client's batch: it has no ground truth. What it
-has is the global model θ0, the client's batch size, BN mode, normalisation and label policy, and
-data of its own. So it builds a **simulation update** from a surrogate batch of its own (same θ0,
-same B and label repetition, same BN mode, same normalisation, the same things shared), where the
-ground truth is known, and tunes the attack there:
-
-* each trial runs the attack (one group, the same update rule) for ``budget`` iterations;
-* its objective is the MSE, in the normalised model space, between the **best iterate** and the
-  surrogate images (index order when the attack's labels follow the sample order, else the
-  one-to-one Hungarian matching), compared from ``record_from`` on; the trial with the lowest
-  last value wins;
-* the space is lr, the TV / BN / image-norm weights, the gradient weight and the iteration count,
-  each enabled separately, with the paper's ranges (:data:`DEFAULT_RANGES`);
-* the built-in sampler is a seeded random search with **successive halving**: every trial runs
-  to the first rung, the best ``1/reduction_factor`` continue to the next one, and so on. Trials
-  pause and continue through the engine's checkpoints, so a trial that runs to the end gives
-  exactly the result of an uninterrupted run, and an interrupted search resumes;
-* with the optional extra (``pip install "privbox[tune]"``), ``sampler="optuna"`` uses Optuna's
-  TPE sampler and median pruning at the same rungs.
-
-Then the real attack runs on the target with the best values (:meth:`TuningResult.best_config`).
-
-**Never tune on the target itself** (E2EGI's README "demo" does): that uses the ground truth the
-attacker does not have, and numbers obtained so are not attack results.
+"""The search: successive halving (or Optuna) over trials that pause and continue through the
+engine's checkpoints (ALGORITHMS.md §4.8, after E2EGI).
 """
 
 from __future__ import annotations
@@ -39,278 +15,16 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..core.update import ClientUpdate, Secret
-from .config import AttackConfig
+from ...core.update import ClientUpdate, Secret
+from ..config import AttackConfig
+from .simulation import build_model_for_update, reconstruction_mse
+from .space import SearchDimension, apply_params, search_space
 
-__all__ = [
-    "DEFAULT_RANGES",
-    "TUNABLE_PARAMETERS",
-    "SearchDimension",
-    "TrialRecord",
-    "TuningResult",
-    "HyperparameterSearch",
-    "build_model_for_update",
-    "default_parameters",
-    "search_space",
-    "apply_params",
-    "estimate_distinct_labels",
-    "surrogate_batch",
-    "simulation_update",
-    "reconstruction_mse",
-    "successive_halving_rungs",
-]
-
-TUNABLE_PARAMETERS = ("lr", "tv", "bn", "image_norm", "gradient_weight", "iterations")
-
-#: §4.8 search ranges: (low, high, log scale).
-DEFAULT_RANGES: dict[str, tuple[float, float, bool]] = {
-    "lr": (0.1, 1.0, False),
-    "tv": (1e-6, 0.1, True),
-    "bn": (1e-6, 0.1, True),
-    "image_norm": (-1e-6, 0.0, False),
-    "gradient_weight": (0.01, 1.0, False),
-    "iterations": (5000, 20000, False),
-}
-
-_REGULARIZER_PARAMS = ("tv", "bn", "image_norm")
+__all__ = ["TrialRecord", "TuningResult", "HyperparameterSearch", "successive_halving_rungs"]
 
 
 class _Pause(Exception):
     """Raised from the engine callback to pause a trial at a rung (its checkpoint is written)."""
-
-
-# ------------------------------------------------------------------------------ the space
-@dataclass(frozen=True)
-class SearchDimension:
-    """One tuned hyper-parameter: uniform (or log-uniform) on [low, high]; integers for ``iterations``."""
-
-    name: str
-    low: float
-    high: float
-    log: bool = False
-    integer: bool = False
-
-    def __post_init__(self) -> None:
-        if self.name not in TUNABLE_PARAMETERS:
-            raise ValueError(f"unknown tunable parameter {self.name!r}; choose from {list(TUNABLE_PARAMETERS)}")
-        if not (math.isfinite(self.low) and math.isfinite(self.high)) or self.low > self.high:
-            raise ValueError(f"range of {self.name!r} must be finite with low <= high, got [{self.low}, {self.high}]")
-        if self.log and self.low <= 0:
-            raise ValueError(f"a log-scale range needs low > 0; {self.name!r} has [{self.low}, {self.high}]")
-        if self.name == "lr" and self.low <= 0:
-            raise ValueError(f"the lr range must be positive, got [{self.low}, {self.high}]")
-        if self.name == "iterations" and self.low < 1:
-            raise ValueError(f"the iterations range must start at >= 1, got [{self.low}, {self.high}]")
-
-    def sample(self, rng: np.random.Generator) -> float:
-        """Draw one value with ``rng``."""
-        if self.integer:
-            return int(rng.integers(int(self.low), int(self.high) + 1))
-        if self.log:
-            return float(math.exp(rng.uniform(math.log(self.low), math.log(self.high))))
-        return float(rng.uniform(self.low, self.high))
-
-
-def default_parameters(config: AttackConfig) -> list[str]:
-    """lr plus the weights of the ``tv``, ``bn`` and ``image_norm`` regularizers ``config`` uses."""
-    used = [name for name in _REGULARIZER_PARAMS if _regularizer_weight(config, name)]
-    return ["lr", *used]
-
-
-def search_space(
-    config: AttackConfig,
-    params: Optional[Sequence[str]] = None,
-    ranges: Optional[Mapping[str, Sequence[Any]]] = None,
-) -> list[SearchDimension]:
-    """The dimensions to search.
-
-    Args:
-        config: the attack to tune.
-        params: names from :data:`TUNABLE_PARAMETERS`; ``None``: :func:`default_parameters`.
-        ranges: per name ``[low, high]`` or ``[low, high, "log"]`` (or a bool third item),
-            replacing :data:`DEFAULT_RANGES`.
-    """
-    names = list(default_parameters(config) if params is None else params)
-    if not names:
-        raise ValueError(f"nothing to tune: give params from {list(TUNABLE_PARAMETERS)}")
-    unknown = [n for n in list(names) + list(ranges or {}) if n not in TUNABLE_PARAMETERS]
-    if unknown:
-        raise ValueError(f"unknown tunable parameter(s) {unknown}; choose from {list(TUNABLE_PARAMETERS)}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"tune params list a parameter twice: {names}")
-    dims = []
-    for name in names:
-        low, high, log = DEFAULT_RANGES[name]
-        if ranges and name in ranges:
-            spec = list(ranges[name])
-            if len(spec) not in (2, 3):
-                raise ValueError(f"the range of {name!r} is [low, high] or [low, high, log], got {spec}")
-            low, high = float(spec[0]), float(spec[1])
-            log = bool(spec[2] in (True, "log")) if len(spec) == 3 else False
-        if name in _REGULARIZER_PARAMS and name == "bn" and not _regularizer_weight(config, "bn"):
-            raise ValueError(
-                "tuning 'bn' needs a bn regularizer in the attack config (e.g. attack.regularizers.bn="
-                "{weight: 0.01, source: running}); the preset has none"
-            )
-        dims.append(SearchDimension(name, low, high, log=log, integer=name == "iterations"))
-    return dims
-
-
-def _regularizer_weight(config: AttackConfig, name: str) -> float:
-    spec = config.regularizers.get(name)
-    if spec is None:
-        return 0.0
-    return float(spec["weight"] if isinstance(spec, dict) else spec)
-
-
-def apply_params(config: AttackConfig, values: Mapping[str, float]) -> AttackConfig:
-    """``config`` with tuned values: lr, gradient_weight, iterations, or regularizer weights
-    (``tv``, ``bn``, ``image_norm``; a regularizer's other options are kept)."""
-    changes: dict[str, Any] = {}
-    regs = {k: (dict(v) if isinstance(v, dict) else v) for k, v in config.regularizers.items()}
-    for name, value in values.items():
-        if name in ("lr", "gradient_weight"):
-            changes[name] = float(value)
-        elif name == "iterations":
-            changes[name] = int(value)
-        elif name in _REGULARIZER_PARAMS:
-            if isinstance(regs.get(name), dict):
-                regs[name]["weight"] = float(value)
-            else:
-                regs[name] = float(value)
-        else:
-            raise ValueError(f"unknown tunable parameter {name!r}; choose from {list(TUNABLE_PARAMETERS)}")
-    if regs != config.regularizers:
-        changes["regularizers"] = regs
-    return config.replace(**changes)
-
-
-# ---------------------------------------------------------------------- the simulation
-def build_model_for_update(update: ClientUpdate):
-    """Rebuild the client's architecture from the update's metadata and load θ0 into it."""
-    import paddle
-
-    from ..nn.models import MODEL_REGISTRY, build_model
-
-    meta = update.meta
-    if meta.model_id not in MODEL_REGISTRY:
-        from ..core.errors import ModelMismatchError
-
-        raise ModelMismatchError(
-            f"the update was made with model_id {meta.model_id!r}, which privbox cannot rebuild by name "
-            f"(known: {sorted(MODEL_REGISTRY)}); attack it from Python with your model: "
-            "GradientInversion(config).run(model, update)"
-        )
-    paddle.seed(0)
-    model = build_model(meta.model_id, num_classes=meta.num_classes, **meta.model_kwargs)
-    if update.global_state is not None:
-        update.load_global_state(model)
-    return model
-
-
-def estimate_distinct_labels(target: ClientUpdate) -> int:
-    """The number of distinct labels of the target batch: from shared labels, else counted by LLG."""
-    if target.labels is not None:
-        return int(np.unique(np.asarray(target.labels)).size)
-    from ..labels import recover_labels
-
-    try:
-        result = recover_labels("llg", target.gradients(), target.batch_size, target.num_classes)
-        return max(1, int(np.unique(result.labels).size))
-    except ValueError:
-        return min(target.batch_size, target.num_classes)
-
-
-def surrogate_batch(
-    target: ClientUpdate,
-    images: str = "samples",
-    seed: int = 1,
-    distinct_labels: Optional[int] = None,
-) -> tuple[Any, list[str]]:
-    """The attacker's own batch, shaped like the target's (B, C, size, channels, label repetition).
-
-    With ``images="samples"`` the embedded images after the first B are preferred (a default
-    ``privbox capture`` uses the first B), drawn with ``seed``; otherwise ``images`` is a dataset
-    as :func:`privbox.data.make_target_batch` accepts.
-
-    Returns:
-        ``(TargetBatch, notes)``; notes say how the batch was chosen.
-    """
-    from ..data import SAMPLE_NAMES, TargetBatch, load_samples, make_target_batch
-
-    meta = target.meta
-    channels, size = int(meta.input_shape[0]), int(meta.input_shape[1])
-    batch_size, classes = target.batch_size, target.num_classes
-    distinct = distinct_labels or estimate_distinct_labels(target)
-    distinct = min(distinct, batch_size, classes)
-    notes = [f"surrogate batch: B={batch_size}, {distinct} distinct labels, seed {seed}, images {images!r}"]
-    if images != "samples":
-        batch = make_target_batch(batch_size, num_classes=classes, distinct_labels=distinct, size=size,
-                                  channels=channels, seed=seed, images=images)
-        return batch, notes
-    labelled = make_target_batch(batch_size, num_classes=classes, distinct_labels=distinct, size=size,
-                                 channels=channels, seed=seed)
-    rng = np.random.default_rng([seed, 2])
-    pool = list(SAMPLE_NAMES[batch_size:])
-    if len(pool) < batch_size:
-        pool = list(SAMPLE_NAMES)
-        notes.append(
-            f"B={batch_size} is more than half of the {len(SAMPLE_NAMES)} embedded samples, so the surrogate "
-            "batch may share images with a client that also used them; set tune.surrogate_images to your own data"
-        )
-    names = [pool[i] for i in rng.choice(len(pool), batch_size, replace=False)]
-    return TargetBatch(load_samples(size=size, channels=channels, names=names), labelled.labels, names), notes
-
-
-def simulation_update(
-    target: ClientUpdate,
-    images: str = "samples",
-    seed: int = 1,
-    distinct_labels: Optional[int] = None,
-) -> tuple[ClientUpdate, Secret, list[str]]:
-    """Build the simulation update: the attacker's own batch through the target's θ0 and settings.
-
-    Same model and θ0 (the target's ``global_state``), B, label repetition, BN mode, normalisation,
-    number of classes, and the same things shared (labels, exact BN statistics).
-
-    Returns:
-        ``(simulation update, its ground truth, notes)``.
-    """
-    from ..fl.capture import compute_update
-
-    if target.kind != "gradient":
-        raise ValueError(
-            "tuning builds a FedSGD simulation (one gradient); this update is a FedAvg weight delta, "
-            "which privbox tune does not simulate yet"
-        )
-    if target.global_state is None:
-        raise ValueError("the target update carries no global_state (θ0); the simulation needs the same model weights")
-    batch, notes = surrogate_batch(target, images, seed, distinct_labels)
-    model = build_model_for_update(target)
-    meta = target.meta
-    update, secret = compute_update(
-        model, batch.images, batch.labels, meta.mean, meta.std, num_classes=meta.num_classes,
-        bn_mode=meta.bn_mode, model_id=meta.model_id, model_kwargs=meta.model_kwargs,
-        share_labels=target.labels is not None, share_bn_stats=target.bn_batch_stats is not None,
-        names=batch.names, seed=seed,
-    )
-    return update, secret, notes
-
-
-def reconstruction_mse(images: np.ndarray, truth: np.ndarray, ordered: bool) -> float:
-    """Mean squared error in model space; one-to-one Hungarian matching unless ``ordered``."""
-    images = np.asarray(images, dtype=np.float64)
-    truth = np.asarray(truth, dtype=np.float64)
-    if images.shape != truth.shape:
-        raise ValueError(f"reconstruction {images.shape} and ground truth {truth.shape} differ in shape")
-    if ordered or images.shape[0] == 1:
-        return float(np.mean((images - truth) ** 2))
-    from scipy.optimize import linear_sum_assignment
-
-    b = images.shape[0]
-    cost = ((truth.reshape(b, 1, -1) - images.reshape(1, b, -1)) ** 2).mean(axis=2)
-    rows, cols = linear_sum_assignment(cost)
-    return float(cost[rows, cols].mean())
 
 
 def successive_halving_rungs(trials: int, budget: int, record_from: int, reduction_factor: int) -> list[int]:
@@ -328,6 +42,7 @@ def successive_halving_rungs(trials: int, budget: int, record_from: int, reducti
         rungs.append(rung)
         rung *= eta
     return rungs + [int(budget)]
+
 
 
 # -------------------------------------------------------------------------- the search
@@ -484,7 +199,7 @@ class HyperparameterSearch:
             raise ValueError(f"the ground truth has {truth.images.shape[0]} images, the simulation B={simulation.batch_size}")
         self.config = config.replace(restarts=1, progress=False)
         self.simulation = simulation
-        from ..core.images import normalize
+        from ...core.images import normalize
 
         self.truth = normalize(truth.images, simulation.meta.mean, simulation.meta.std).numpy()
         self.trials, self.budget, self.record_from = int(trials), int(budget), int(record_from)
@@ -537,7 +252,7 @@ class HyperparameterSearch:
         self.log(f"[tune] resuming: {len(self.records)} trial(s) already recorded")
 
     def _save_state(self) -> None:
-        from ..report import write_json_atomic
+        from ...report import write_json_atomic
 
         write_json_atomic(
             self.work_dir / self.STATE_FILE,
@@ -559,8 +274,8 @@ class HyperparameterSearch:
 
     def _advance(self, record: TrialRecord, stop_at: int) -> float:
         """Run (or continue) ``record``'s attack up to iteration ``stop_at``; return its objective there."""
-        from .engine import GradientInversion
-        from .state import TrialState, config_fingerprint
+        from ..engine import GradientInversion
+        from ..state import TrialState, config_fingerprint
 
         if record.finished:
             value = record.values[max(record.values)]
