@@ -31,6 +31,8 @@ setup(
         "tune": ["optuna>=3.0"],
         "flower": ["flwr[simulation]>=1.22"],
         "test": ["pytest>=7", "hypothesis>=6.0"],
+        # benchmarks/attack_speed.py's PyTorch column only (the CPU build is enough); never needed by tests
+        "bench": ["torch"],
     },
     entry_points={"console_scripts": ["privbox=privbox.cli.main:main"]},
     classifiers=[

@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 from .._version import __version__
 
-SUBCOMMANDS = ("demo", "privacy", "rank", "config", "capture", "attack", "evaluate", "labels", "tune", "fl")
+SUBCOMMANDS = ("demo", "privacy", "rank", "config", "capture", "attack", "evaluate", "labels", "tune", "fl", "matrix")
 
 
 class CliError(Exception):

@@ -8,6 +8,9 @@
 * privacy accounting: :class:`RDPAccountant`, :func:`get_noise_multiplier` (Mironov et al.
   2019; Balle et al. 2020);
 * per-sample gradients and Poisson sampling for DP-SGD;
+* :data:`DEFENSES`: every defense by name, with its kind (``optimizer``: inside local training,
+  :class:`LocalStepDefense`; ``update_transform``: on what the client sends), requirements and
+  tunable ranges; a :class:`privbox.fl.spec.ClientSpec` lists them in order;
 * :func:`defend_update` (a defended copy of a ClientUpdate, recorded in ``meta.defenses``),
   :func:`run_defended_rounds` (stateful defenses such as DGC over FL rounds), the
   Label-based-Defense schemes (:data:`SCHEMES`, :func:`capture_with_scheme`) and

@@ -210,8 +210,10 @@ class Client:
     def round_batch(self, round_index: int = 0) -> tuple[np.ndarray, np.ndarray, list]:
         """The (images, labels, names) the client trains on in round ``round_index``.
 
-        All of the client's data when it holds ``num_images`` samples or fewer; otherwise a
-        seeded draw of ``num_images`` of them (seed ``data.seed`` (or the client's) + round).
+        Built from ``spec.data`` (no ``dataset``): the same ``num_images`` samples every round
+        (seed ``data.seed``, or the client's), the client's local dataset. From a ``dataset``: all of
+        it when it holds ``num_images`` samples or fewer, otherwise a seeded draw of ``num_images``
+        of them per round (seed ``data.seed`` (or the client's) + ``round_index``).
         """
         from ..data import TargetBatch, make_target_batch, make_target_batch_from_dataset
 

@@ -220,10 +220,12 @@ def batch_norm_affine(
     scale = 1.0 / paddle.sqrt(running_var.detach() + epsilon)
     if weight is not None:
         scale = scale * weight
-    out = (x - running_mean.detach().reshape(shape)) * scale.reshape(shape)
+    # x*scale + (bias - mean*scale): two full-size ops (and their first and second backward
+    # nodes) instead of three; the per-channel algebra runs on [C] vectors.
+    shift = -running_mean.detach() * scale
     if bias is not None:
-        out = out + bias.reshape(shape)
-    return out
+        shift = shift + bias
+    return x * scale.reshape(shape) + shift.reshape(shape)
 
 
 def group_norm(

@@ -35,36 +35,45 @@ class DLGLeNet(nn.Layer):
         num_classes: outputs of the final Linear layer.
         in_channels: image channels.
         image_size: square input side (32 gives a 768-wide Linear, 28 gives 588).
-        init_seed: when not None, re-draw every weight and bias from U(-0.5, 0.5) with this seed,
-            the initialisation the DLG paper uses (which makes the attack well conditioned).
+        init_seed: when not None, re-draw every convolution and Linear weight and bias from
+            U(-0.5, 0.5) with this seed, the initialisation the DLG paper uses (which makes the
+            attack well conditioned); BatchNorm scales stay 1 and shifts 0.
+        batch_norm: put a BatchNorm after each convolution (not in the DLG paper): a cheap victim
+            with BN statistics for the attacks that match them (GradInversion, E2EGI, NVIDIA FL).
+        maxpool_kernel: when given, a stem max-pool (stride 1, size-preserving padding) after the
+            first activation; the Label-based-Defense ``RA`` scheme sets it to 19 (RA-i > 0).
     """
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, image_size: int = 32, init_seed: Optional[int] = 0) -> None:
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, image_size: int = 32, init_seed: Optional[int] = 0,
+                 batch_norm: bool = False, maxpool_kernel: Optional[int] = None) -> None:
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2D(in_channels, 12, 5, stride=2, padding=2),
-            nn.Sigmoid(),
-            nn.Conv2D(12, 12, 5, stride=2, padding=2),
-            nn.Sigmoid(),
-            nn.Conv2D(12, 12, 5, stride=1, padding=2),
-            nn.Sigmoid(),
-        )
+        layers: list[nn.Layer] = []
+        for index, (cin, stride) in enumerate(((in_channels, 2), (12, 2), (12, 1))):
+            layers.append(nn.Conv2D(cin, 12, 5, stride=stride, padding=2))
+            if batch_norm:
+                layers.append(BatchNorm2D(12))
+            layers.append(nn.Sigmoid())
+            if maxpool_kernel is not None and index == 0:
+                layers.append(MaxPool2D(int(maxpool_kernel), stride=1, padding=int(maxpool_kernel) // 2))
+        self.body = nn.Sequential(*layers)
         side = math.ceil(math.ceil(image_size / 2) / 2)
         self.fc = nn.Linear(12 * side * side, num_classes)
         if init_seed is not None:
-            uniform_init_(self, -0.5, 0.5, seed=init_seed)
+            uniform_init_(self, -0.5, 0.5, seed=init_seed, skip=(BatchNorm2D,))
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         return self.fc(PF.flatten(self.body(x)))
 
 
-def uniform_init_(model: nn.Layer, low: float, high: float, seed: int = 0) -> None:
-    """Re-draw every trainable parameter of ``model`` from U(low, high), seeded (in place)."""
+def uniform_init_(model: nn.Layer, low: float, high: float, seed: int = 0, skip: tuple = ()) -> None:
+    """Re-draw every trainable parameter of ``model`` from U(low, high), seeded (in place),
+    except those of sublayers whose type is in ``skip``."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
+    skipped = {id(p) for layer in model.sublayers(include_self=True) if isinstance(layer, skip) for p in layer.parameters()}
     for _, param in model.named_parameters():
-        if param.stop_gradient:
+        if param.stop_gradient or id(param) in skipped:
             continue
         param.set_value(rng.uniform(low, high, size=param.shape).astype("float32"))
 

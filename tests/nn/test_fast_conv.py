@@ -265,3 +265,11 @@ def test_environment_variable_selects_the_backend(monkeypatch):
     with pytest.raises(ConfigError, match="PRIVBOX_CONV_BACKEND"):
         pnn.get_conv_backend()
     monkeypatch.setattr(FC, "_backend", "onednn")
+
+
+def test_performance_page_python_blocks_run_as_written():
+    from tutorials import blocks, page, run_blocks
+
+    for language in ("en", "zh"):
+        printed = "".join(out for _, out in run_blocks(blocks(page("performance.md", language)), {}, "performance.md", kinds=("python",)))
+        assert "reference" in printed and "1 thread(s) (requested)" in printed

@@ -324,6 +324,18 @@ def test_batch_norm_affine_matches_eval_batchnorm():
     _close(bn(x), expected)
 
 
+def test_batch_norm_affine_first_gradients_match_eval_batchnorm():
+    # Paddle's eval-mode BN has a first-order gradient: x, weight and bias gradients must agree.
+    bn = _eval_batch_norm()
+    x = _randn([3, 4, 5, 5], scale=2.0)
+    x.stop_gradient = False
+    r = _randn([3, 4, 5, 5], seed=9)
+    expected = paddle.grad((bn(x) * r).sum(), [x, bn.weight, bn.bias])
+    mine = PF.batch_norm_affine(x, bn._mean, bn._variance, bn.weight, bn.bias, bn._epsilon)
+    for a, b in zip(paddle.grad((mine * r).sum(), [x, bn.weight, bn.bias]), expected):
+        _close(a, b)
+
+
 def test_batch_norm_affine_without_affine_parameters():
     x = _randn([2, 3, 4, 4])
     mean, var = _t([0.1, -0.2, 0.3]), _t([1.0, 2.0, 0.5])
