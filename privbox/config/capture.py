@@ -41,6 +41,8 @@ class CaptureSection:
     local_lr: float = described(0.01, "weight_delta only: the local SGD learning rate")
     local_epochs: int = described(1, "weight_delta only: local epochs E")
     local_batch_size: Optional[int] = described(None, "weight_delta only: local minibatch size b; null: n (one step per epoch)")
+    defenses: list[Any] = described([], "defenses the client applies, in order: [{name: <privbox.defenses.DEFENSES "
+                                        "entry>, params: {...}}] or just names")
 
     def __post_init__(self) -> None:
         from ..nn.models import MODEL_REGISTRY
@@ -64,11 +66,25 @@ class CaptureSection:
         positive("capture", local_epochs=self.local_epochs, local_batch_size=self.local_batch_size)
         if not self.local_lr > 0:
             raise ConfigError(f"capture.local_lr must be positive, got {self.local_lr}")
+        self.defense_specs()  # names and shapes checked now, not at run time
         if self.kind == "weight_delta" and self.share_bn_stats:
             raise ConfigError(
                 "capture.share_bn_stats applies to FedSGD gradients; a FedAvg weight_delta shares the BN "
                 "running-statistic delta instead (set share_bn_stats: false)"
             )
+
+    def defense_specs(self) -> list:
+        """``defenses`` as :class:`~privbox.fl.spec.DefenseSpec` objects, checked against the registry."""
+        from ..defenses import DEFENSES
+        from ..fl.spec import DefenseSpec
+
+        specs = []
+        for i, item in enumerate(self.defenses):
+            spec = DefenseSpec.from_dict(item, where=f"capture.defenses[{i}]")
+            if spec.name not in DEFENSES:
+                raise ConfigError(f"capture.defenses[{i}]: unknown defense {spec.name!r}; choose one of {DEFENSES.names()}")
+            specs.append(spec)
+        return specs
 
     def normalisation(self) -> tuple[list[float], list[float]]:
         """The (mean, std) actually used: the configured values or 0.5 per channel."""

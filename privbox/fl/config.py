@@ -101,7 +101,7 @@ class AuditSection:
     """The leakage filter: which attack, how RDLV is scored, when it runs and what it drops."""
 
     attack: Any = h(lambda: {"preset": "nvidia_fl", "iterations": 300, "progress": False,
-                                  "extra": {"mode": "reference", "bn_model": "global"}},
+                                  "fedavg": {"mode": "reference", "bn_model": "global"}},
                     "attack spec for privbox.attacks.build_attack: a preset name or a mapping {preset, field: value}", factory=True)
     frequency: int = h(2, "audit every `frequency` rounds ...")
     start_round: int = h(0, "... from this round on (round % frequency == 0 and round >= start_round)")
@@ -270,16 +270,14 @@ PathLike = Union[str, Path]
 
 def load_fl_config(path: Optional[PathLike] = None, overrides: Sequence[str] = ()) -> FLConfig:
     """Read a YAML file (or packaged config name, default ``fl``) and apply ``section.key=value`` overrides."""
-    from ..config.dialect import read_yaml as _read_yaml  # the one safe YAML reader of privbox
-    from ..config import parse_override, resolve_config_path
+    from ..config import parse_override, parse_yaml_value, resolve_config_path
+    from ..config.dialect import read_yaml  # the one safe YAML reader of privbox
 
     resolved = resolve_config_path(path if path is not None else "fl")
-    data = copy.deepcopy(_read_yaml(resolved))
+    data = copy.deepcopy(read_yaml(resolved))
     for text in overrides:
         head, sep, raw = text.partition("=")
         if sep and head.strip() in ("clients", "client"):  # a whole table or section: clients=[{...}, ...]
-            from ..config import parse_yaml_value
-
             data[head.strip()] = parse_yaml_value(raw)
             continue
         keys, value = parse_override(text)

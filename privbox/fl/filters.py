@@ -56,14 +56,8 @@ def client_defenses(own: list, defense: DefenseSection) -> list[dict]:
 
 def build_audit_attack(spec: Any) -> Any:
     """The attack object of the leakage filter, from a preset name or a mapping."""
-    try:
-        from ..attacks import build_attack
-    except ImportError:  # before privbox.attacks.build_attack: FedAvg updates go to FedAvgInversion
-        from ..attacks import FedAvgInversion, get_preset
+    from ..attacks import build_attack
 
-        data = {"preset": spec} if isinstance(spec, str) else dict(spec)
-        preset = data.pop("preset", "nvidia_fl")
-        return FedAvgInversion(get_preset(preset).replace(**data))
     return build_attack(spec)
 
 

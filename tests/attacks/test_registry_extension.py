@@ -1,8 +1,11 @@
-"""Adding a part is one registry entry in one file: a toy regularizer, registered here only, runs
-through a YAML config and ``privbox attack``, the tuner's search space and the generated reference
-without any other module being edited."""
+"""Adding a part is one registry entry in one file: a toy regularizer and a toy defense,
+registered here only, run through a YAML config and the CLI (``privbox attack``, ``privbox
+capture``), the tuner's search space (the regularizer) and the generated reference, without any
+other module being edited."""
 
 import json
+
+import numpy as np
 
 import pytest
 import yaml
@@ -13,6 +16,8 @@ from privbox.attacks.tuning import apply_params, search_space, tunable_parameter
 from privbox.cli.main import main
 from privbox.config import TuneSection, config_reference_markdown, load_config
 from privbox.core.errors import ConfigError
+from privbox.core.update import ClientUpdate
+from privbox.defenses import DEFENSES, UpdateDefense
 from privbox.core.registry import Range
 
 from tiny_victim import tiny_capture
@@ -85,3 +90,43 @@ def test_without_the_entry_nothing_knows_the_toy(toy_regularizer):
             TuneSection(params=["toy_brightness"])
     finally:
         REGULARIZERS.register("toy_brightness")(ToyBrightness)
+
+
+# ------------------------------------------------------------------------------ a toy defense
+class ToyQuantize(UpdateDefense):
+    """Round every sent value to a multiple of ``step`` (a toy defense for this test)."""
+
+    def __init__(self, step: float) -> None:
+        self.step = float(step)
+
+    def apply(self, update, step=0, ctx=None):
+        return {k: np.round(np.asarray(v) / self.step) * self.step for k, v in update.items()}
+
+    def describe(self):
+        return f"toy quantize {self.step}"
+
+
+@pytest.fixture
+def toy_defense():
+    DEFENSES.add("toy_quantize", lambda params: ToyQuantize(**params), kind="update_transform",
+                 description="toy: round the update to a grid", tunable={"step": Range(1e-4, 0.1, log=True)})
+    yield "toy_quantize"
+    DEFENSES.unregister("toy_quantize")
+
+
+def test_a_toy_defense_runs_from_yaml_through_privbox_capture_and_is_in_the_reference(toy_defense, tmp_path):
+    path = tmp_path / "capture.yaml"
+    path.write_text(yaml.safe_dump({"capture": {"image_size": 16, "defenses": [{"name": "toy_quantize", "params": {"step": 0.01}}]},
+                                    "run": {"device": "cpu"}}))
+    assert main(["capture", "-c", str(path), "--out", str(tmp_path / "defended")]) == 0
+    assert main(["capture", "-c", str(path), "-o", "capture.defenses=[]", "--out", str(tmp_path / "plain")]) == 0
+    defended = ClientUpdate.load(tmp_path / "defended" / "update.safetensors")
+    plain = ClientUpdate.load(tmp_path / "plain" / "update.safetensors")
+    for name, value in defended.tensors.items():
+        np.testing.assert_allclose(value, np.round(plain.tensors[name] / 0.01) * 0.01, atol=1e-6)
+    assert not all(np.allclose(v, np.round(v / 0.01) * 0.01, atol=1e-6) for v in plain.tensors.values())
+    assert "toy quantize 0.01" in defended.meta.defenses
+    row = next(line for line in config_reference_markdown().splitlines() if line.startswith("| `toy_quantize` |"))
+    assert "toy: round the update to a grid" in row and "`step` [0.0001, 0.1] log" in row and "update_transform" in row
+    with pytest.raises(ConfigError, match=r"capture.defenses\[0\]: unknown defense 'toy_quantise'"):
+        load_config(path, ["capture.defenses=[toy_quantise]"])

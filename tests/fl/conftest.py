@@ -12,7 +12,7 @@ TINY = {
         {"name": "high-risk", "num_images": 1, "batch_size": 1, "invert": True},
         {"name": "site-8x4", "num_images": 8, "batch_size": 4, "invert": True},
     ],
-    "audit": {"attack": {"preset": "nvidia_fl", "iterations": 20, "progress": False, "extra": {"mode": "reference"}},
+    "audit": {"attack": {"preset": "nvidia_fl", "iterations": 20, "progress": False, "fedavg": {"mode": "reference", "bn_model": "global"}},
               "frequency": 1, "start_round": 100},
 }
 

@@ -26,6 +26,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _wait_for(port: int, seconds: float = 90.0) -> None:
+    """Wait until something listens on 127.0.0.1:port (bounded)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {seconds:.0f} s")
+
+
 def _tool(name: str) -> str:
     path = Path(sys.executable).parent / name
     return str(path) if path.exists() else (shutil.which(name) or name)
@@ -44,12 +55,14 @@ def test_superlink_and_two_supernodes_run_two_rounds(tmp_path):
     try:
         procs.append(subprocess.Popen([_tool("flower-superlink"), "--insecure", "--port", str(link), "--database",
                                        str(tmp_path / "state.db")], env=env, cwd=tmp_path, stdout=logs[0], stderr=subprocess.STDOUT))
-        time.sleep(5)
+        _wait_for(link)
         for i, port in enumerate((node0, node1)):
             procs.append(subprocess.Popen(
                 [_tool("flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{link}", "--port", str(port),
                  "--node-config", f"partition-id={i}"], env=env, cwd=tmp_path, stdout=logs[i + 1], stderr=subprocess.STDOUT))
-        time.sleep(5)
+        for port in (node0, node1):
+            _wait_for(port)
+        time.sleep(5)  # let both nodes register with the SuperLink
         run = subprocess.run([_tool("flwr"), "run", str(tmp_path / "app"), "privbox", "--stream"], env=env, cwd=tmp_path,
                              capture_output=True, text=True, timeout=420)
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -63,6 +76,8 @@ def test_superlink_and_two_supernodes_run_two_rounds(tmp_path):
                 p.kill()
         for f in logs:
             f.close()
-    final, header = read_privbox_file(tmp_path / "out" / "final_model.safetensors", "privbox.FLModel")
+    final_path = tmp_path / "out" / "final_model.safetensors"
+    assert final_path.exists(), "the ServerApp wrote no model:\n" + run.stdout[-4000:]
+    final, header = read_privbox_file(final_path, "privbox.FLModel")
     assert header["rounds"] == 2 and final
     assert (tmp_path / "out" / "clients" / "audit" / "round_001" / "high-risk" / "rdlv.json").exists()

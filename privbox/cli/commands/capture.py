@@ -46,6 +46,7 @@ def client_spec_from_capture(cap) -> "ClientSpec":
         batch_size=cap.local_batch_size if delta else None, local_epochs=cap.local_epochs if delta else 1,
         lr=cap.local_lr, bn_mode=cap.bn_mode, mean=mean, std=std, share="delta" if delta else "gradient",
         include_labels=cap.share_labels, include_bn_stats=cap.share_bn_stats, seed=cap.seed,
+        defenses=cap.defense_specs(),
     )
 
 
