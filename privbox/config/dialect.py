@@ -9,12 +9,13 @@ from typing import Any
 
 import yaml
 
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, PrivboxError
+from ..core.yaml_limits import LimitedSafeLoader
 
 __all__ = ["parse_yaml_value", "read_yaml", "dump_yaml"]
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(LimitedSafeLoader):
     """``yaml.SafeLoader`` that also reads ``1e-4`` (no dot) as a float, as YAML 1.2 does."""
 
 
@@ -43,6 +44,12 @@ def parse_yaml_value(text: str) -> Any:
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
+    from ..core.safetensors_io import check_regular_file
+
+    try:
+        check_regular_file(path, "config file")  # a FIFO would block the read forever
+    except PrivboxError as exc:
+        raise ConfigError(exc.what, where=exc.where, fix="give the path of a YAML config file") from None
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
