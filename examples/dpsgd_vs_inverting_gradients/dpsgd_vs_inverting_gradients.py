@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from privbox.experiments import AttackEntry, DefenseEntry, MatrixSpec, run_matrix
-from privbox.experiments.summary import pairing_table
+from privbox.experiments import AttackEntry, DefenseEntry, run_pairing
 
 VICTIM = {"model": "dlg_lenet", "image_size": 16, "num_images": 1, "mean": [0.5] * 3, "std": [0.5] * 3}
 
@@ -31,12 +30,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     rows = [DefenseEntry(f"dp_sgd_sigma{s:g}", defenses=[{"name": "dp_sgd", "params": {"noise_multiplier": s, "max_grad_norm": args.clip}}])
             for s in args.sigma]
-    spec = MatrixSpec(attacks=[AttackEntry("inverting_gradients", {"preset": "inverting_gradients", "iterations": args.iterations}, VICTIM)],
-                      defenses=[DefenseEntry("none")] + rows, seeds=args.seeds)
-    spec.utility.enabled = not args.no_utility
-    result = run_matrix(spec, args.out, log=lambda line: None)
-    print(pairing_table(result.rows))
-    print(f"Report, heatmap and image grid: {result.out_dir / 'matrix.md'}")
+    attack = AttackEntry("inverting_gradients", {"preset": "inverting_gradients", "iterations": args.iterations},
+                         VICTIM)
+    run_pairing(attack, rows, args.seeds, args.out, utility=not args.no_utility)
     return 0
 
 

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from privbox.experiments import AttackEntry, DefenseEntry, MatrixSpec, run_matrix
-from privbox.experiments.summary import pairing_table
+from privbox.experiments import AttackEntry, DefenseEntry, run_pairing
 
 VICTIM = {"model": "dlg_lenet", "image_size": 16, "num_images": 1, "mean": [0.5] * 3, "std": [0.5] * 3,
           "share": "delta", "lr": 0.01}
@@ -32,12 +31,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     rows = [DefenseEntry(f"gaussian_sigma0_{s:g}", defenses=[{"name": "gaussian_privacy", "params": {"sigma0": s}}])
             for s in args.sigma0]
-    spec = MatrixSpec(attacks=[AttackEntry("nvidia_fl", dict(ATTACK, iterations=args.iterations), VICTIM)],
-                      defenses=[DefenseEntry("none")] + rows, seeds=args.seeds)
-    spec.utility.enabled = not args.no_utility
-    result = run_matrix(spec, args.out, log=lambda line: None)
-    print(pairing_table(result.rows))
-    print(f"Report, heatmap and image grid: {result.out_dir / 'matrix.md'}")
+    attack = AttackEntry("nvidia_fl", dict(ATTACK, iterations=args.iterations), VICTIM)
+    run_pairing(attack, rows, args.seeds, args.out, utility=not args.no_utility)
     return 0
 
 

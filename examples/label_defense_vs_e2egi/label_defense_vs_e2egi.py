@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from privbox.experiments import AttackEntry, DefenseEntry, MatrixSpec, run_matrix
-from privbox.experiments.summary import pairing_table
+from privbox.experiments import AttackEntry, DefenseEntry, run_pairing
 
 VICTIM = {"model": "dlg_lenet", "model_kwargs": {"batch_norm": True}, "image_size": 16, "num_images": 4,
           "mean": [0.5] * 3, "std": [0.5] * 3, "include_bn_stats": True}
@@ -33,12 +32,8 @@ def main(argv=None) -> int:
         DefenseEntry("repeat_2_grouped", client={"data": {"distinct_labels": 2}, "label_order": "grouped"}),
         DefenseEntry("one_label", client={"data": {"distinct_labels": 1}}),
     ]
-    spec = MatrixSpec(attacks=[AttackEntry("e2egi", dict(ATTACK, iterations=args.iterations), VICTIM)],
-                      defenses=[DefenseEntry("none")] + defenses, seeds=args.seeds)
-    spec.utility.enabled = False  # the label settings do not change what the model learns from
-    result = run_matrix(spec, args.out, log=lambda line: None)
-    print(pairing_table(result.rows))
-    print(f"Report, heatmap and image grid: {result.out_dir / 'matrix.md'}")
+    attack = AttackEntry("e2egi", dict(ATTACK, iterations=args.iterations), VICTIM)
+    run_pairing(attack, defenses, args.seeds, args.out, utility=False)
     return 0
 
 

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from privbox.experiments import AttackEntry, DefenseEntry, MatrixSpec, run_matrix
-from privbox.experiments.summary import pairing_table
+from privbox.experiments import AttackEntry, DefenseEntry, run_pairing
 
 VICTIM = {"model": "dlg_lenet", "model_kwargs": {"batch_norm": True}, "image_size": 16, "num_images": 1,
           "mean": [0.5] * 3, "std": [0.5] * 3, "include_labels": True, "include_bn_stats": True}
@@ -32,12 +31,8 @@ def main(argv=None) -> int:
         DefenseEntry("stem_pool_3", client={"model_kwargs": {"batch_norm": True, "maxpool_kernel": 3}}),
         DefenseEntry("RA", scheme="RA"),
     ]
-    spec = MatrixSpec(attacks=[AttackEntry("e2egi", dict(ATTACK, iterations=args.iterations), VICTIM)],
-                      defenses=[DefenseEntry("none")] + defenses, seeds=args.seeds)
-    spec.utility.enabled = not args.no_utility
-    result = run_matrix(spec, args.out, log=lambda line: None)
-    print(pairing_table(result.rows))
-    print(f"Report, heatmap and image grid: {result.out_dir / 'matrix.md'}")
+    attack = AttackEntry("e2egi", dict(ATTACK, iterations=args.iterations), VICTIM)
+    run_pairing(attack, defenses, args.seeds, args.out, utility=not args.no_utility)
     return 0
 
 

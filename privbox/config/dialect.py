@@ -9,15 +9,14 @@ from typing import Any
 
 import yaml
 
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, PrivboxError
 from ..core.yaml_limits import LimitedSafeLoader
 
 __all__ = ["parse_yaml_value", "read_yaml", "dump_yaml"]
 
 
 class _Loader(LimitedSafeLoader):
-    """``yaml.SafeLoader`` with the size limits of :class:`~privbox.core.yaml_limits.LimitedSafeLoader`
-    (no alias bombs) that also reads ``1e-4`` (no dot) as a float, as YAML 1.2 does."""
+    """``yaml.SafeLoader`` that also reads ``1e-4`` (no dot) as a float, as YAML 1.2 does."""
 
 
 _Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
@@ -36,26 +35,27 @@ for _first in list("-+0123456789."):
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
 
 
-def _loader(where: str) -> type:
-    """The dialect's loader naming ``where`` (a file or an override) in its limit errors."""
-    return type("_Loader", (_Loader,), {"where": where})
-
-
 def parse_yaml_value(text: str) -> Any:
     """Parse one override value as a YAML scalar or flow collection (``0.05``, ``true``, ``[1, 2]``)."""
     try:
-        return yaml.load(text, Loader=_loader("-o value")) if text.strip() else ""
+        return yaml.load(text, Loader=_Loader) if text.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"cannot parse the value {text!r} as YAML: {exc}") from None
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
+    from ..core.safetensors_io import check_regular_file
+
+    try:
+        check_regular_file(path, "config file")  # a FIFO would block the read forever
+    except PrivboxError as exc:
+        raise ConfigError(exc.what, where=exc.where, fix="give the path of a YAML config file") from None
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not a UTF-8 text file; a privbox config is YAML") from None
     try:
-        data = yaml.load(text, Loader=_loader(str(path)))
+        data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
     if data is None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
+from ..core.config_checks import check_finite
 from ..core.errors import ConfigError
 from ..core.fields import coerce
 from .attack import AttackSection
@@ -91,6 +92,7 @@ def config_from_dict(data: dict[str, Any], source: Optional[str] = None) -> Expe
     if unknown:
         raise ConfigError(f"unknown section(s) {unknown}; valid sections are {list(SECTIONS)}")
     sections = {name: _build_section(name, data.get(name)) for name in SECTIONS}
+    check_finite(sections)  # NaN passes every range check; .inf is never a setting
     return ExperimentConfig(**sections, source=source)
 
 
@@ -105,7 +107,8 @@ def resolve_config_path(name_or_path: Union[str, Path]) -> Path:
     if path.is_file():
         return path
     if path.exists():
-        raise ConfigError(f"{path} is a directory, not a YAML config file")
+        kind = "a directory" if path.is_dir() else "a FIFO, socket or device"
+        raise ConfigError(f"{path} is {kind}, not a YAML config file", fix="give the path of a YAML file")
     packaged = PACKAGED_CONFIG_DIR / f"{name_or_path}.yaml"
     if not path.suffix and packaged.is_file():
         return packaged

@@ -175,7 +175,13 @@ class ClientUpdate:
         missing = [k for k in state if k not in self.global_state]
         if missing:
             raise ModelMismatchError(f"global_state lacks model entries {missing[:5]}")
-        model.set_state_dict({k: paddle.to_tensor(self.global_state[k]) for k in state})
+        wrong = [f"{k}: update {list(np.shape(self.global_state[k]))} vs model {list(state[k].shape)}"
+                 for k in state if tuple(np.shape(self.global_state[k])) != tuple(state[k].shape)]
+        if wrong:
+            raise ModelMismatchError(f"global_state entries have the wrong shape: {'; '.join(wrong[:5])}",
+                                     fix="build the model the client used (update.meta.model_id and model_kwargs)")
+        # θ0 in another float precision (e.g. float64) is cast to the model's own dtype.
+        model.set_state_dict({k: paddle.to_tensor(np.asarray(self.global_state[k]), dtype=state[k].dtype) for k in state})
 
     # -------------------------------------------------------------------- io
     def save(self, path: PathLike) -> Path:

@@ -26,7 +26,7 @@ from .spec import AttackEntry, DefenseEntry, MatrixSpec
 from .summary import aggregate, settings_rows, summary_csv, summary_markdown, verdict_lines, verdicts
 from .utility import measure_row_utility, utility_key
 
-__all__ = ["MatrixResult", "run_matrix", "cell_key", "load_cell", "save_cell"]
+__all__ = ["MatrixResult", "run_matrix", "run_pairing", "cell_key", "load_cell", "save_cell"]
 
 
 @dataclass
@@ -243,3 +243,18 @@ def write_figures(spec: MatrixSpec, out: Path, rows: list[dict]) -> dict[str, Pa
     grid = save_matrix_grid(out / "grid.png", originals, images, attacks, defenses, captions,
                             title=f"first image of each cell (seed {seed}); rows: defenses, columns: attacks")
     return {"heatmap": heat, "grid": grid}
+
+
+def run_pairing(attack: AttackEntry, defenses: list[DefenseEntry], seeds, out_dir, utility: bool = True,
+                show: Callable[[str], None] = print) -> MatrixResult:
+    """One attack against no defense and ``defenses``: run the small matrix, show its table
+    (:func:`privbox.experiments.summary.pairing_table`) and where the report went. The example
+    scripts are built on this."""
+    from .summary import pairing_table
+
+    spec = MatrixSpec(attacks=[attack], defenses=[DefenseEntry("none")] + list(defenses), seeds=list(seeds))
+    spec.utility.enabled = bool(utility)
+    result = run_matrix(spec, out_dir, log=lambda line: None)
+    show(pairing_table(result.rows))
+    show(f"Report, heatmap and image grid: {result.out_dir / 'matrix.md'}")
+    return result

@@ -201,3 +201,32 @@ def test_conv_kernel_larger_than_its_input_is_refused():
 def test_every_error_above_is_a_privbox_error():
     for kind in (UpdateFileError, ModelMismatchError, InputError):
         assert issubclass(kind, PrivboxError)
+
+
+def test_found_by_the_fuzz_sweep_unknown_model_id_and_float64_global_state(saved, tmp_path):
+    """Two cases the slow fuzz sweep found: an unknown model_id raised a bare ValueError, and a
+    float64 θ0 an AssertionError inside Paddle's set_state_dict."""
+    def unknown(header):
+        header["meta"]["model_id"] = "nonexistent"
+        return header
+
+    update = ClientUpdate.load(tamper(saved[0], tmp_path / "unknown.safetensors", header_edit=unknown))
+    with pytest.raises(ModelMismatchError, match="cannot rebuild by name"):
+        build_model_for_update(update)
+
+    def widen(tensors):
+        for key in [k for k in tensors if k.startswith("global/")]:
+            tensors[key] = tensors[key].astype(np.float64)
+
+    wide = ClientUpdate.load(tamper(saved[0], tmp_path / "f64.safetensors", tensor_edit=widen))
+    model = build_model_for_update(wide)
+    reference = ClientUpdate.load(saved[0])
+    for name, param in model.named_parameters():
+        np.testing.assert_array_equal(param.numpy(), reference.global_state[name])
+
+    def shrink(tensors):
+        tensors["global/fc.bias"] = tensors["global/fc.bias"][:2]
+
+    bad = ClientUpdate.load(tamper(saved[0], tmp_path / "shape.safetensors", tensor_edit=shrink))
+    with pytest.raises(ModelMismatchError, match=r"fc.bias: update \[2\] vs model \[4\]"):
+        build_model_for_update(bad)

@@ -23,7 +23,9 @@ def build_model_for_update(update: ClientUpdate):
 
     meta = update.meta
     if meta.model_id not in MODEL_REGISTRY:
-        raise ValueError(
+        from ...core.errors import ModelMismatchError
+
+        raise ModelMismatchError(
             f"the update was made with model_id {meta.model_id!r}, which privbox cannot rebuild by name "
             f"(known: {sorted(MODEL_REGISTRY)}); attack it from Python with your model: "
             "GradientInversion(config).run(model, update)"
