@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -91,18 +90,3 @@ class CaptureSection:
         mean = list(self.mean) if self.mean is not None else [0.5] * self.channels
         std = list(self.std) if self.std is not None else [0.5] * self.channels
         return mean, std
-
-    def resolved_model_kwargs(self) -> dict[str, Any]:
-        """``model_kwargs`` with ``in_channels``/``image_size`` filled in when the builder takes them."""
-        from ..nn.models import MODEL_REGISTRY
-
-        kwargs = dict(self.model_kwargs)
-        try:
-            params = inspect.signature(MODEL_REGISTRY[self.model]).parameters
-        except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
-            params = {}
-        if "in_channels" in params:
-            kwargs.setdefault("in_channels", self.channels)
-        if "image_size" in params:
-            kwargs.setdefault("image_size", self.image_size)
-        return kwargs
