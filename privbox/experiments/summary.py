@@ -3,12 +3,11 @@ the tables (markdown and CSV) and the paper-vs-CPU settings comparison."""
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from ..report.tables import csv_table
 from .spec import MatrixSpec
 
 __all__ = ["aggregate", "verdicts", "summary_markdown", "summary_csv", "settings_rows", "SUMMARY_COLUMNS"]
@@ -138,12 +137,7 @@ def summary_markdown(rows: list[dict], spec: MatrixSpec) -> str:
 
 def summary_csv(rows: list[dict]) -> str:
     """matrix.csv: one line per (attack, defense) with :data:`SUMMARY_COLUMNS`."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in SUMMARY_COLUMNS})
-    return buf.getvalue()
+    return csv_table(rows, SUMMARY_COLUMNS)
 
 
 _SETTINGS = ("iterations", "lr", "optimizer", "objective", "gradient_weight", "regularizers", "noise", "schedule",

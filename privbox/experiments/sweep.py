@@ -10,8 +10,6 @@ has an accountant). Each curve is written as ``sweep_<name>.csv`` and ``sweep_<n
 
 from __future__ import annotations
 
-import csv
-import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +17,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..report import markdown_table, write_text_atomic
+from ..report import csv_table, markdown_table, write_text_atomic
 from .cell import run_cell
 from .runner import cell_key, load_cell, save_cell
 from .spec import DefenseEntry, MatrixSpec, SweepSpec
@@ -80,14 +78,6 @@ def _point(spec: MatrixSpec, sweep: SweepSpec, defense: DefenseEntry, value: flo
     return point
 
 
-def _csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=SWEEP_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in SWEEP_COLUMNS})
-    return buf.getvalue()
-
 
 def run_sweeps(spec: MatrixSpec, out_dir, resume: bool = True, log: Callable[[str], None] = print,
                names: Optional[list[str]] = None) -> SweepResult:
@@ -110,7 +100,7 @@ def run_sweeps(spec: MatrixSpec, out_dir, resume: bool = True, log: Callable[[st
             continue
         points = [_point(spec, sweep, d, v, folder, log) for d, v in zip(sweep_points(sweep), sweep.values)]
         rows += points
-        files.append(write_text_atomic(out / f"sweep_{sweep.name}.csv", _csv(points)))
+        files.append(write_text_atomic(out / f"sweep_{sweep.name}.csv", csv_table(points, SWEEP_COLUMNS)))
         done = [p for p in points if "psnr_mean" in p]
         ticks = None
         if any(p.get("epsilon") is not None for p in done):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from ..core.atomic import atomic_output
 
+import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -64,3 +66,14 @@ def markdown_table(
     for row in rows:
         lines.append("| " + " | ".join(_format(row.get(col), digits) for col in columns) + " |")
     return "\n".join(lines) + "\n"
+
+
+def csv_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """CSV text with a header of ``columns`` and one line per row (missing or None values empty,
+    extra keys ignored)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+    return buf.getvalue()
