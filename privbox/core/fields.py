@@ -129,3 +129,17 @@ def from_mapping(cls: type, data: Any, where: str) -> Any:
         raise ConfigError(f"unknown key(s) {unknown} in {where}; valid keys are {valid}")
     hints = typing.get_type_hints(cls)
     return cls(**{key: coerce(value, hints[key], f"{where}.{key}") for key, value in data.items()})
+
+
+def check_keys(cls: type, data: Any, where: str, allow_none: bool = True) -> dict:
+    """``data`` as a dict for the dataclass ``cls``; ``None`` gives ``{}`` when ``allow_none``; a
+    non-mapping or unknown keys raise :class:`ConfigError` naming ``where`` and the valid keys."""
+    if data is None and allow_none:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping, got {type(data).__name__}", where=where)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(valid))
+    if unknown:
+        raise ConfigError(f"unknown keys {unknown}", where=where, fix=f"valid keys are {', '.join(valid)}")
+    return dict(data)

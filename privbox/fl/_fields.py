@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import field
 from typing import Any
 
 from ..core.errors import ConfigError
+from ..core.fields import check_keys
+
+__all__ = ["h", "check_keys", "positive_int"]
 
 
 def h(default: Any, help: str, factory: bool = False) -> Any:
@@ -15,18 +17,6 @@ def h(default: Any, help: str, factory: bool = False) -> Any:
         return field(default_factory=default, metadata={"help": help})
     return field(default=default, metadata={"help": help})
 
-
-def check_keys(cls: type, data: Any, where: str) -> dict:
-    """``data`` as a dict; unknown keys raise :class:`ConfigError` listing the valid ones."""
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"expected a mapping, got {type(data).__name__}", where=where)
-    valid = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(valid))
-    if unknown:
-        raise ConfigError(f"unknown keys {unknown}", where=where, fix=f"valid keys are {', '.join(valid)}")
-    return dict(data)
 
 
 def positive_int(value: Any, where: str, allow_none: bool = False, allow_zero: bool = False) -> None:

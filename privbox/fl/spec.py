@@ -20,7 +20,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..core.errors import ConfigError
-from ..core.fields import described
+from ..core.fields import check_keys, described
 
 __all__ = ["DataSpec", "DefenseSpec", "ClientSpec", "SHARE_KINDS", "BN_MODES", "LABEL_ORDERS", "DATA_SOURCES"]
 
@@ -29,15 +29,6 @@ BN_MODES = ("train", "eval")
 LABEL_ORDERS = ("as_is", "grouped")
 DATA_SOURCES = ("embedded", "folder", "cifar")
 
-
-def _check_keys(cls: type, data: Any, where: str) -> dict:
-    if not isinstance(data, dict):
-        raise ConfigError(f"expected a mapping, got {type(data).__name__}", where=where)
-    valid = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(valid))
-    if unknown:
-        raise ConfigError(f"unknown keys {unknown}", where=where, fix=f"valid keys are {', '.join(valid)}")
-    return dict(data)
 
 
 def _split(where: str) -> tuple[str, str]:
@@ -98,7 +89,7 @@ class DataSpec:
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "data") -> "DataSpec":
-        return cls(**_check_keys(cls, data, where))
+        return cls(**check_keys(cls, data, where, allow_none=False))
 
 
 @dataclass
@@ -121,7 +112,7 @@ class DefenseSpec:
     def from_dict(cls, data: Any, where: str = "defenses[]") -> "DefenseSpec":
         if isinstance(data, str):
             return cls(name=data)
-        return cls(**_check_keys(cls, data, where))
+        return cls(**check_keys(cls, data, where, allow_none=False))
 
 
 @dataclass
@@ -238,7 +229,7 @@ class ClientSpec:
     @classmethod
     def from_dict(cls, data: Any, where: str = "client") -> "ClientSpec":
         """Rebuild from :meth:`to_dict` output; unknown keys raise :class:`ConfigError` naming the valid ones."""
-        values = _check_keys(cls, data, where)
+        values = check_keys(cls, data, where, allow_none=False)
         if "data" in values and values["data"] is not None:
             values["data"] = DataSpec.from_dict(values["data"], where=f"{where}.data")
         if "defenses" in values:
