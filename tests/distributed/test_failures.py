@@ -29,9 +29,10 @@ def test_a_killed_rank_stops_the_launch_within_a_minute(tmp_path):
     assert ended - killed < 60, result.describe()
     assert _no_outputs(out)
     # the launcher saw rank 1 die and stopped rank 0, which said so (SIGTERM: interrupted, resumable), or
-    # rank 0 stopped by itself with a message naming the collective it was waiting in
-    assert "rank 1 status failed" in result.output, result.describe()
+    # rank 0 stopped by itself first (on a quiet machine gloo reports the lost peer before the launcher
+    # polls rank 1) with a message naming the collective it was waiting in and the lost peer
     log0 = result.logs[0]
+    assert "rank 1 status failed" in result.output or "a peer rank stopped" in log0, result.describe()
     assert "interrupted" in log0 or "failed on rank 0" in log0 or "waited more than" in log0, result.describe()
     status = json.loads((out / "run.json").read_text())["status"]
     assert status in ("interrupted", "failed")
